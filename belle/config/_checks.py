@@ -1,0 +1,20 @@
+"""Small helpers shared by the config dataclasses: every failed check is one ValueError naming the fix."""
+
+from collections.abc import Iterable
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``; messages name the override that fixes the problem."""
+    if not ok:
+        raise ValueError(message)
+
+
+def one_of(key: str, value: object, allowed: Iterable[object]) -> None:
+    """Check that ``value`` is one of ``allowed`` for the config key ``key``."""
+    allowed = list(allowed)
+    require(value in allowed, f"{key}={value!r} is not one of {', '.join(map(str, allowed))}: set {key}=<one of them>")
+
+
+def positive(key: str, value: float, example: object) -> None:
+    """Check that a number is > 0."""
+    require(value > 0, f"{key}={value} must be > 0: set {key}={example}")

@@ -1,0 +1,43 @@
+"""Where the training data lives and how it is cut into sequences."""
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from belle.config._checks import one_of, positive, require
+
+FORMATS = ("sft", "pretrain")
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    """Short name shown in plans, e.g. ``belle_2m``."""
+    path: str = MISSING
+    """A JSONL/JSON file, a glob, or a comma-separated list of them."""
+    format: str = "sft"
+    """sft (BELLE instruction or conversations records) or pretrain ({"text"} records)."""
+    max_length: int = 1024
+    """Tokens per training sequence; longer samples are truncated on the right."""
+    pack: bool = True
+    """Pack several samples into one sequence (per-sample attention boundaries kept)."""
+    eval_samples: int = 0
+    """Samples held out from the start of the data for the eval loss; 0 disables eval."""
+    num_samples: int | None = None
+    """Records in the full dataset, used by the plan without reading the file; None counts the file."""
+    mean_tokens: float | None = None
+    """Average tokens per sample, used by the plan; None measures it on a prefix of the file."""
+    check_records: int = 1000
+    """Records read and checked on the submitting machine before anything is launched."""
+    smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"
+    """Bundled stand-in data that ``+smoke=tiny`` trains on instead of ``path``."""
+
+    def __post_init__(self) -> None:
+        one_of("data.format", self.format, FORMATS)
+        positive("data.max_length", self.max_length, 1024)
+        require(self.eval_samples >= 0, f"data.eval_samples={self.eval_samples} must be >= 0: set data.eval_samples=0")
+        positive("data.check_records", self.check_records, 1000)
+        if self.num_samples is not None:
+            positive("data.num_samples", self.num_samples, "null")
+        if self.mean_tokens is not None:
+            positive("data.mean_tokens", self.mean_tokens, "null")
