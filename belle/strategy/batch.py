@@ -1,0 +1,20 @@
+"""Gradient accumulation derived from the global batch, the micro batch and the world size."""
+
+from belle.config.strategy import StrategyConfig
+
+
+def grad_accumulation(strategy: StrategyConfig, world_size: int) -> int:
+    """Micro-steps per optimizer step: global_batch / (micro_batch × world_size), which must divide exactly."""
+    per_step = strategy.micro_batch * world_size
+    if strategy.global_batch % per_step == 0:
+        return strategy.global_batch // per_step
+    nearest = max(1, (strategy.global_batch + per_step // 2) // per_step) * per_step  # ties round up
+    fixes = [f"strategy.global_batch={nearest}"]
+    if strategy.global_batch % world_size == 0:
+        per_worker = strategy.global_batch // world_size
+        micro = max(m for m in range(1, strategy.micro_batch) if per_worker % m == 0)
+        fixes.append(f"strategy.micro_batch={micro}")
+    raise ValueError(
+        f"strategy.micro_batch={strategy.micro_batch} × world size {world_size} = {per_step} does not divide "
+        f"strategy.global_batch={strategy.global_batch}: set {' or '.join(fixes)}"
+    )
