@@ -1,0 +1,80 @@
+"""Read a data spec into encoded samples (SFT) or blocks (pretraining), streaming in chunks, with counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+from belle.data.conversation import to_turns, validate_text
+from belle.data.pretrain import pretrain_blocks
+from belle.data.records import DataError, batched, iter_records
+from belle.data.template import Sample, encode_many
+
+CHUNK_RECORDS = 4096
+
+
+@dataclass
+class DatasetStats:
+    """What building a dataset read, kept and dropped."""
+
+    records: int = 0  # records read
+    samples: int = 0  # samples (or pretraining blocks) kept
+    dropped_no_trained_tokens: int = 0  # samples whose answers were all cut off by truncation
+    truncated: int = 0  # samples cut at max_length, dropped ones included
+    tokens: int = 0  # tokens in the kept samples
+    trained_tokens: int = 0  # tokens with a label in the kept samples
+
+
+def build_sft_samples(
+    spec: str, tokenizer, max_length: int, limit: int | None = None
+) -> tuple[list[Sample], DatasetStats]:
+    """Instruction/conversation records of `spec` (the first `limit`) as BELLE-template samples."""
+    stats, kept = DatasetStats(), []
+    for chunk in batched(islice(iter_records(spec), limit), CHUNK_RECORDS):
+        stats.records += len(chunk)
+        for sample in encode_many([to_turns(record, where) for record, where in chunk], tokenizer, max_length):
+            stats.truncated += sample.truncated
+            trained = sample.n_trained
+            if not trained:
+                stats.dropped_no_trained_tokens += 1
+                continue
+            stats.tokens += len(sample.input_ids)
+            stats.trained_tokens += trained
+            kept.append(sample)
+    _require_records(spec, stats)
+    if not kept:
+        raise DataError(
+            f"{spec}: all {stats.dropped_no_trained_tokens} samples have no answer token left after truncation: "
+            f"raise data.max_length=… (now {max_length}) or drop over-long prompts"
+        )
+    stats.samples = len(kept)
+    return kept, stats
+
+
+def build_pretrain_blocks(
+    spec: str, tokenizer, max_length: int, limit: int | None = None
+) -> tuple[list[Sample], DatasetStats]:
+    """`{"text"}` records of `spec` (the first `limit`) as full max_length blocks."""
+    stats = DatasetStats()
+
+    def texts() -> Iterator[str]:
+        for record, where in islice(iter_records(spec), limit):
+            stats.records += 1
+            yield validate_text(record, where)
+
+    blocks = list(pretrain_blocks(texts(), tokenizer, max_length, CHUNK_RECORDS))
+    _require_records(spec, stats)
+    if not blocks:
+        raise DataError(
+            f"{spec}: {stats.records} texts hold fewer than {max_length} tokens, not one full block: "
+            f"lower data.max_length=… (now {max_length}) or add text"
+        )
+    stats.samples = len(blocks)
+    stats.tokens = stats.trained_tokens = len(blocks) * max_length
+    return blocks, stats
+
+
+def _require_records(spec: str, stats: DatasetStats) -> None:
+    if not stats.records:
+        raise DataError(f"{spec}: no records: point data.path at a non-empty BELLE file")
