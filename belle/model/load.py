@@ -1,0 +1,41 @@
+"""Tokenizer and model: from a local folder (model.path), or built from the architecture numbers (tiny models)."""
+
+from belle.config import ModelConfig
+
+
+def load_tokenizer(model: ModelConfig):
+    """The tokenizer of ``model``: tokenizer_path, else path, else the tiny tokenizer trained on the bundled data."""
+    folder = model.tokenizer_path or model.path
+    if folder is None:
+        from belle.model.tokenizer import tiny_tokenizer
+
+        tokenizer = tiny_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer in {folder} has no EOS token: BELLE's template ends every answer with EOS")
+    if len(tokenizer) > model.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but model.vocab_size={model.vocab_size}: "
+            "use the model's own tokenizer (model.tokenizer_path) or a model with the extended vocabulary"
+        )
+    return tokenizer
+
+
+def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0):
+    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from belle.model.architecture import check_model_path, hf_config
+
+    if model.path is not None:
+        check_model_path(model)
+        return AutoModelForCausalLM.from_pretrained(model.path, attn_implementation=attn_implementation, dtype=dtype)
+    torch.manual_seed(seed)
+    config = hf_config(model)
+    config._attn_implementation = attn_implementation
+    net = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    return net if dtype is None else net.to(dtype)
