@@ -25,7 +25,9 @@ class LoraConfig:
     def __post_init__(self) -> None:
         positive("method.lora.r", self.r, 8)
         positive("method.lora.alpha", self.alpha, 16)
-        require(0 <= self.dropout < 1, f"method.lora.dropout={self.dropout} must be in [0, 1): set method.lora.dropout=0.05")
+        require(
+            0 <= self.dropout < 1, f"method.lora.dropout={self.dropout} must be in [0, 1): set method.lora.dropout=0.05"
+        )
         require(bool(self.target_modules), "method.lora.target_modules is empty: list the linear modules to adapt")
 
 

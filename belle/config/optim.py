@@ -31,7 +31,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         positive("optim.lr", self.lr, "2e-4")
         one_of("optim.schedule", self.schedule, SCHEDULES)
-        require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0: set optim.weight_decay=0")
+        require(
+            self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0: set optim.weight_decay=0"
+        )
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
         require(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
         require(0 <= self.warmup_ratio < 1, f"optim.warmup_ratio={self.warmup_ratio} must be in [0, 1)")

@@ -1,0 +1,86 @@
+"""Back-of-the-envelope memory and time per GPU for a job, from architecture numbers alone.
+
+Model states follow the ZeRO paper's accounting (16-bit weights and gradients, fp32 master weights and Adam moments,
+each sharded by stage); activations assume memory-efficient attention (no s x s scores kept) and LLaMA-style blocks;
+a fixed allowance covers the CUDA context and allocator slack. Good to ~10-20%: enough to tell fits from does-not-fit.
+"""
+
+from dataclasses import dataclass
+
+from belle.config import JobConfig
+from belle.config.cluster import GPU_TYPES
+
+GIB = 1024**3
+OVERHEAD_GIB = 2.0
+"""CUDA context, NCCL buffers and allocator fragmentation (assumed)."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    weights: float
+    gradients: float
+    optimizer: float
+    zero3_working_set: float
+    activations: float
+    logits: float
+    overhead: float
+
+    @property
+    def total(self) -> float:
+        return sum(vars(self).values())
+
+    def gib(self) -> dict[str, float]:
+        """Every part and the total in GiB, rounded for plan.json."""
+        return {k: round(v / GIB, 2) for k, v in {**vars(self), "total": self.total}.items()}
+
+
+def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: int) -> Memory:
+    """Bytes each GPU holds at the peak of a training step."""
+    s, m = job.strategy, job.model
+    world = job.cluster.world_size
+    half = s.precision != "fp32"
+    w_bytes = 2 if half else 4
+    opt_bytes = 12 if half else 8  # fp32 master copy + Adam m and v; no master copy in fp32
+    shard = {  # which model states ZeRO shards at each stage
+        0: (1, 1, 1), 1: (1, 1, world), 2: (1, world, world), 3: (world, world, world),
+    }[s.zero_stage]
+    weights = 0.0 if s.offload_params else w_bytes * total / shard[0]
+    working_set = 2 * w_bytes * largest_layer if s.zero_stage == 3 else 0.0  # current + prefetched layer
+    tokens = s.micro_batch * job.data.max_length
+    per_layer = tokens * (16 * m.hidden_size + 8 * m.intermediate_size)
+    if s.activation_checkpointing:
+        activations = m.num_layers * tokens * m.hidden_size * 2 + per_layer
+    else:
+        activations = m.num_layers * per_layer
+    return Memory(
+        weights=weights,
+        gradients=w_bytes * trainable / shard[1],
+        optimizer=0.0 if s.offload_optimizer else opt_bytes * trainable / shard[2],
+        zero3_working_set=working_set,
+        activations=float(activations),
+        logits=float(tokens * m.vocab_size * 10),  # 16-bit logits, fp32 upcast and its gradient
+        overhead=OVERHEAD_GIB * GIB if job.cluster.use_gpu else 0.0,
+    )
+
+
+def flops_per_token(job: JobConfig, total: int) -> float:
+    """Hardware FLOPs per trained token: forward 2N, backward 4N (2N without weight gradients under LoRA),
+    a second forward with activation checkpointing, and causal attention."""
+    m = job.model
+    passes = 2 + (2 if job.method.lora else 4) + (2 if job.strategy.activation_checkpointing else 0)
+    attention = (passes / 2) * 2 * m.num_layers * m.hidden_size * job.data.max_length
+    return passes * total + attention
+
+
+def hours_per_epoch(job: JobConfig, total: int, tokens_per_epoch: float) -> float | None:
+    """Estimated hours for one pass over the data on the job's GPUs; None for CPU workers."""
+    if not job.cluster.use_gpu:
+        return None
+    peak = GPU_TYPES[job.cluster.gpu_type][0] * 1e12
+    throughput = job.cluster.world_size * peak * job.cluster.mfu
+    return flops_per_token(job, total) * tokens_per_epoch / throughput / 3600
+
+
+def gpu_memory_gib(job: JobConfig) -> float:
+    """Memory of one GPU of the job's type."""
+    return GPU_TYPES[job.cluster.gpu_type][1]

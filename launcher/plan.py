@@ -1,0 +1,100 @@
+"""The plan of a job: sizes, batch arithmetic, memory per GPU and time, computed before anything is allocated."""
+
+import math
+
+from belle.config import JobConfig
+from launcher.estimate import flops_per_token, gpu_memory_gib, hours_per_epoch, memory_per_gpu
+from launcher.inspect_data import DataFacts
+
+PACKING_FILL = 0.98
+"""Share of real tokens in a packed row (the packer's measured padding is under 2%)."""
+
+
+def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
+    """Everything plan.json holds. Raises ValueError for settings that cannot work (batch, LoRA targets, attention)."""
+    from belle.model.anatomy import anatomy, lora_params
+    from belle.model.attention import resolve_attention
+    from belle.strategy import deepspeed_config, grad_accumulation, warmup_steps
+
+    m, d, s, c = job.model, job.data, job.strategy, job.cluster
+    if d.max_length > m.max_position_embeddings:
+        raise ValueError(
+            f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
+            f"of {m.name}: set data.max_length={m.max_position_embeddings}"
+        )
+    accumulation = grad_accumulation(s, c.world_size)
+    deepspeed = deepspeed_config(s, job.optim, c.world_size)  # also checks a user's deepspeed_json against ours
+    attention = resolve_attention(m.attn_implementation, on_gpu=c.use_gpu)
+    parts = anatomy(m)
+    trainable = lora_params(parts, job.method.lora, m.name) if job.method.lora else parts.total_params
+
+    mean_tokens = min(facts.mean_tokens, d.max_length) if facts.mean_tokens else None
+    tokens_per_epoch = facts.num_samples * mean_tokens if facts.num_samples and mean_tokens else None
+    if tokens_per_epoch is None:
+        rows_per_epoch = None
+    elif d.pack or d.format == "pretrain":
+        rows_per_epoch = math.ceil(tokens_per_epoch / (d.max_length * PACKING_FILL))
+    else:
+        rows_per_epoch = facts.num_samples
+    steps_per_epoch = math.ceil(rows_per_epoch / s.global_batch) if rows_per_epoch else None
+    total_steps = math.ceil(job.train.epochs * steps_per_epoch) if steps_per_epoch else None
+    if job.train.max_steps:
+        total_steps = min(total_steps or job.train.max_steps, job.train.max_steps)
+
+    memory = memory_per_gpu(job, parts.total_params, trainable, parts.largest_layer_params)
+    capacity = gpu_memory_gib(job) if c.use_gpu else None
+    gib = memory.gib()
+    if capacity and gib["total"] > capacity:
+        warnings.append(
+            f"the estimate of {gib['total']} GiB per GPU exceeds the {capacity:g} GiB of a {c.gpu_type}: "
+            "raise strategy.zero_stage, offload (strategy.offload_optimizer/offload_params), "
+            "lower strategy.micro_batch or add GPUs"
+        )
+    hours = hours_per_epoch(job, parts.total_params, tokens_per_epoch) if tokens_per_epoch else None
+    return {
+        "experiment": job.launcher.name,
+        "method": job.method.name + ("+lora" if job.method.lora else ""),
+        "model": {
+            "name": m.name, "arch": m.arch, "path": m.path, "attn_implementation": attention,
+            "params_total": parts.total_params, "params_trainable": trainable,
+            "trainable_share": round(trainable / parts.total_params, 6),
+        },
+        "cluster": {
+            "kind": c.kind, "nodes": c.nodes, "device": c.gpu_type if c.use_gpu else "cpu",
+            "workers_per_node": c.gpus_per_node if c.use_gpu else c.cpu_workers_per_node,
+            "world_size": c.world_size,
+        },
+        "batch": {
+            "micro": s.micro_batch, "global": s.global_batch, "grad_accumulation": accumulation,
+            "max_length": d.max_length, "packed": d.pack or d.format == "pretrain",
+            "tokens_per_step": s.global_batch * d.max_length,
+        },
+        "strategy": {
+            "zero_stage": s.zero_stage, "offload_optimizer": s.offload_optimizer,
+            "offload_params": s.offload_params, "precision": s.precision,
+            "activation_checkpointing": s.activation_checkpointing,
+        },
+        "data": {
+            "name": d.name, "path": d.path, "format": d.format, "num_samples": facts.num_samples,
+            "mean_tokens": round(mean_tokens, 1) if mean_tokens else None, "source": facts.source,
+            "tokens_per_epoch": tokens_per_epoch and round(tokens_per_epoch),
+        },
+        "schedule": {
+            "epochs": job.train.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "warmup_steps": warmup_steps(job.optim, total_steps) if total_steps else None,
+            "lr": job.optim.lr, "schedule": job.optim.schedule,
+        },
+        "memory_gib_per_gpu": {
+            **gib, "capacity": capacity, "fits": None if capacity is None else gib["total"] <= capacity,
+        },
+        "estimate": {
+            "hours_per_epoch": round(hours, 1) if hours else None, "mfu_assumed": c.mfu if c.use_gpu else None,
+            "tflop_per_token": round(flops_per_token(job, parts.total_params) / 1e12, 4),
+        },
+        "reference": {
+            "hours_per_epoch": job.reference.hours_per_epoch, "hardware": job.reference.hardware,
+            "source": job.reference.source,
+        },
+        "warnings": warnings,
+        "deepspeed": deepspeed,
+    }

@@ -1,0 +1,43 @@
+"""The plan as a person reads it on the console."""
+
+
+def _count(n: int | float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:g}"
+
+
+def describe(plan: dict) -> str:
+    """A compact multi-line summary of ``plan`` (plan.json has every number)."""
+    m, c, b, s, d = plan["model"], plan["cluster"], plan["batch"], plan["strategy"], plan["data"]
+    sch, mem, est, ref = plan["schedule"], plan["memory_gib_per_gpu"], plan["estimate"], plan["reference"]
+    offload = [k for k in ("optimizer", "params") if s[f"offload_{k}"]]
+    fits = {True: "fits", False: "DOES NOT FIT", None: "no GPU"}[mem["fits"]]
+    capacity = f" of {mem['capacity']:g} GiB ({fits})" if mem["capacity"] else " (CPU workers)"
+    hours = f"{est['hours_per_epoch']} h" if est["hours_per_epoch"] is not None else "n/a"
+    paper = f"   paper: {ref['hours_per_epoch']:g} h on {ref['hardware']}" if ref["hours_per_epoch"] else ""
+    lines = [
+        f"plan: {plan['experiment']}  ({plan['method']})",
+        f"  model      {m['name']} ({m['arch']}), attention {m['attn_implementation']}",
+        f"  params     total {_count(m['params_total'])} ({m['params_total']:,}), "
+        f"trainable {_count(m['params_trainable'])} ({m['params_trainable']:,}, {100 * m['trainable_share']:.3g}%)",
+        f"  cluster    {c['kind']}: {c['nodes']} node(s) x {c['workers_per_node']} {c['device']} workers"
+        f" = world size {c['world_size']}",
+        f"  batch      micro {b['micro']} x world {c['world_size']} x accumulation {b['grad_accumulation']}"
+        f" = global {b['global']} sequences of {b['max_length']} tokens ({'packed' if b['packed'] else 'padded'})",
+        f"  strategy   ZeRO-{s['zero_stage']}, {s['precision']}, offload {', '.join(offload) or 'none'}, "
+        f"activation checkpointing {'on' if s['activation_checkpointing'] else 'off'}",
+        f"  memory/GPU {mem['total']} GiB{capacity}: weights {mem['weights']}, grads {mem['gradients']}, "
+        f"optimizer {mem['optimizer']}, ZeRO-3 gather {mem['zero3_working_set']}, "
+        f"activations {mem['activations']}, logits {mem['logits']}, overhead {mem['overhead']}",
+        f"  data       {d['name']}: {_count(d['num_samples'])} samples x {d['mean_tokens'] or '?'} tokens "
+        f"({d['source']}) = {_count(d['tokens_per_epoch'])} tokens/epoch",
+        f"  schedule   {sch['epochs']:g} epoch(s), {sch['steps_per_epoch'] or '?'} steps/epoch, "
+        f"{sch['total_steps'] or '?'} steps, warmup {sch['warmup_steps']}, lr {sch['lr']:g} {sch['schedule']}",
+        f"  time       est. {hours}/epoch at MFU {est['mfu_assumed'] or 'n/a'}{paper}",
+    ]
+    lines += [f"  note       {w}" for w in plan["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""The installed command works from any directory, writes the run files, and fails in one line."""
+
+import json
+
+import yaml
+
+
+def test_help_and_cfg_from_another_directory(cli):
+    assert cli("--help").returncode == 0
+    shown = cli("+exp=lora_2m", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout)["model"]["name"] == "llama_7b"
+
+
+def test_dry_run_writes_plan_and_config(cli, tmp_path):
+    out = cli("+exp=lora_2m", "launcher.dry_run=true", f"launcher.run_dir={tmp_path / 'plan'}")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    config = yaml.safe_load((tmp_path / "plan" / "config.yaml").read_text())
+    assert plan["model"]["params_trainable"] == 17_891_328 and config["optim"]["lr"] == 2e-4
+    for shown in ("world size 8", "accumulation 4", "ZeRO-2", "fp16", "17.89M", "GiB", "paper: 7 h"):
+        assert shown in out.stdout
+    assert not list(tmp_path.glob("elsewhere/*")), "Hydra must not write into the working directory"
+
+
+def test_preview_marks_trained_spans(cli, tmp_path):
+    out = cli("launcher.preview=5", f"launcher.run_dir={tmp_path / 'pv'}")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "pv" / "preview.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["text"].startswith("Human: \n") and len(row["input_ids"]) == len(row["labels"])
+        assert row["labels"][0] == -100 and row["labels"][-1] == row["input_ids"][-1]  # answer EOS is trained
+    assert out.stdout.count("⟦") >= 5 and "\nAssistant: \n⟦" in out.stdout
+
+
+def test_errors_are_one_line_with_exit_code_2(cli, tmp_path):
+    out = cli("+exp=lora_2m", "optim.lr=-1", f"launcher.run_dir={tmp_path / 'x'}")
+    assert out.returncode == 2
+    assert out.stderr == "error: optim.lr=-1.0 must be > 0: set optim.lr=2e-4\n"
+    assert not (tmp_path / "x").exists()
+    unknown = cli("+exp=lora_3m")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown exp 'lora_3m': choose one of demo,")
+    assert unknown.stderr.count("\n") == 1

@@ -1,0 +1,28 @@
+"""The memory estimate follows ZeRO's accounting closely enough to tell what fits."""
+
+from launcher.estimate import GIB, memory_per_gpu
+
+LLAMA_7B = 6_738_415_616
+
+
+def _memory(job, *overrides):
+    j = job("+exp=ft_2m", *overrides)
+    return memory_per_gpu(j, LLAMA_7B, LLAMA_7B, 202_383_360)
+
+
+def test_zero_stages_shard_model_states(job):
+    z0, z2, z3 = (_memory(job, f"strategy.zero_stage={s}") for s in (0, 2, 3))
+    assert z0.weights == z2.weights == 2 * LLAMA_7B and z3.weights == 2 * LLAMA_7B / 8
+    assert z0.gradients == 2 * LLAMA_7B and z2.gradients == z3.gradients == 2 * LLAMA_7B / 8
+    assert z0.optimizer == 12 * LLAMA_7B and z3.optimizer == 12 * LLAMA_7B / 8
+    # BELLE users' question: 7B full fine-tune on 8xA100-40GB fits with ZeRO-3, not with plain data parallel.
+    assert z3.total < 40 * GIB < z0.total
+
+
+def test_offload_moves_states_off_the_gpu(job):
+    m = _memory(job, "strategy=zero3_offload")
+    assert m.optimizer == 0 and m.weights == 0 and m.zero3_working_set > 0
+
+
+def test_checkpointing_cuts_activations(job):
+    assert _memory(job, "strategy.activation_checkpointing=false").activations > 5 * _memory(job).activations

@@ -1,0 +1,131 @@
+"""Bad input fails before anything is launched, with one line that names the fix."""
+
+import json
+
+import pytest
+from hydra.errors import HydraException
+
+from launcher.app import run
+from launcher.errors import explain
+
+
+def _error(cfg, *overrides) -> str:
+    """The one-line message the CLI would print for these overrides."""
+    with pytest.raises((ValueError, HydraException)) as info:
+        run(cfg(*overrides))
+    message = explain(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture
+def strict(cfg, tmp_path):
+    """Overrides → error message of a preview run (which reads data and tokenizer like a launch)."""
+    return lambda *o: _error(cfg, "launcher.preview=1", f"launcher.run_dir={tmp_path / 'run'}", *o)
+
+
+def _jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def test_unknown_experiment_lists_the_available_ones(cfg):
+    message = _error(cfg, "+exp=lora_3m")
+    assert message.startswith("unknown exp 'lora_3m': choose one of ") and "lora_2m" in message and "demo" in message
+
+
+def test_unknown_group_option(cfg):
+    assert "choose one of" in _error(cfg, "model=llama_70b") and "tiny_llama" in _error(cfg, "model=llama_70b")
+
+
+@pytest.mark.parametrize("override", ["strategy.zero_stag=3", "+strategy.zero_stag=3"])
+def test_misspelled_key_suggests_the_real_one(cfg, override):
+    message = _error(cfg, override)
+    assert "strategy.zero_stag is not a config key (did you mean strategy.zero_stage?)" in message
+
+
+def test_wrong_type(cfg):
+    assert "strategy.zero_stage" in _error(cfg, "strategy.zero_stage=three")
+
+
+def test_zero_stage_4(cfg):
+    assert _error(cfg, "strategy.zero_stage=4") == (
+        "strategy.zero_stage=4 is not one of 0, 1, 2, 3: set strategy.zero_stage=<one of them>"
+    )
+
+
+@pytest.mark.parametrize("lr", ["0", "-1e-4"])
+def test_learning_rate_must_be_positive(cfg, lr):
+    assert "must be > 0: set optim.lr=" in _error(cfg, f"optim.lr={lr}")
+
+
+def test_global_batch_not_divisible(cfg, tmp_path):
+    message = _error(cfg, "strategy.micro_batch=3", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    assert "does not divide strategy.global_batch=8" in message and "set strategy.global_batch=" in message
+
+
+def test_missing_data_file(strict, tmp_path):
+    assert "set data.path=" in strict(f"data.path={tmp_path}/nope.jsonl")
+
+
+def test_malformed_line_names_file_and_line(strict, tmp_path):
+    path = _jsonl(tmp_path / "bad.jsonl", [json.dumps({"instruction": "a", "input": "", "output": "b"}), "{oops"])
+    assert f"{path}:2" in strict(f"data.path={path}")
+
+
+def test_record_of_neither_shape(strict, tmp_path):
+    path = _jsonl(tmp_path / "odd.jsonl", [json.dumps({"question": "a", "answer": "b"})])
+    message = strict(f"data.path={path}")
+    assert f"{path}:1" in message and "neither" in message
+
+
+def test_empty_dataset(strict, tmp_path):
+    path = _jsonl(tmp_path / "empty.jsonl", [])
+    assert "no records" in strict(f"data.path={path}")
+
+
+def test_every_sample_truncated(strict, tmp_path):
+    long = json.dumps({"instruction": "很长的问题" * 200, "input": "", "output": "答"})
+    path = _jsonl(tmp_path / "long.jsonl", [long, long])
+    assert "raise data.max_length" in strict(f"data.path={path}", "data.max_length=32")
+
+
+def test_lora_targets_absent_from_model(cfg, tmp_path):
+    message = _error(cfg, "method.lora.target_modules=[query_key_value]", "launcher.dry_run=true",
+                     f"launcher.run_dir={tmp_path}")
+    assert "query_key_value" in message and "q_proj" in message and "o_proj" in message
+
+
+def test_model_path_without_config(strict, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    assert "has no config.json" in strict(f"model.path={folder}")
+
+
+def test_flash_attention_where_it_cannot_run(cfg, tmp_path):
+    message = _error(cfg, "model.attn_implementation=flash_attention_2", "launcher.dry_run=true",
+                     f"launcher.run_dir={tmp_path}")
+    assert "set model.attn_implementation=sdpa" in message
+
+
+def test_real_model_without_weights_cannot_launch(cfg, tmp_path):
+    message = _error(cfg, "+exp=lora_2m", f"launcher.run_dir={tmp_path}")
+    assert "set model.path=" in message
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_run_dir_of_another_run_is_not_overwritten(cfg, tmp_path):
+    run(cfg("launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # the directory now holds a run
+    before = (tmp_path / "config.yaml").read_text()
+    message = _error(cfg, "launcher.dry_run=true", f"launcher.run_dir={tmp_path}", "optim.lr=1e-3")
+    assert "differs at optim.lr" in message
+    assert (tmp_path / "config.yaml").read_text() == before
+    run(cfg("launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))  # the same config may continue there
+
+
+def test_deepspeed_json_contradicting_the_strategy(cfg, tmp_path):
+    raw = tmp_path / "ds.json"
+    raw.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    message = _error(cfg, f"strategy.deepspeed_json={raw}", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    assert "strategy.zero_stage=3" in message and "zero_optimization.stage" in message
