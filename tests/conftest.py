@@ -1,6 +1,8 @@
 """Shared fixtures: jobs composed in-process as the CLI does; caches and temp files inside pytest's tmp dirs."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -9,10 +11,27 @@ from launcher.compose import to_job
 from launcher.store import register
 
 
+sys.path.insert(0, str(Path(__file__).parent))  # tests/distributed.py: the multi-process harness
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _private_cache(tmp_path_factory):
-    """The tiny tokenizer cache lives in this session's tmp dir, never in the user's home."""
+def _private_caches(tmp_path_factory):
+    """The tiny tokenizer cache and DeepSpeed's compiled ops live in this session's tmp dir (unless
+    TORCH_EXTENSIONS_DIR names a warm cache), never in the user's home."""
     os.environ["BELLE_CACHE"] = str(tmp_path_factory.mktemp("belle-cache"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.mktemp("torch-extensions")))
+
+
+@pytest.fixture
+def workers_env(tmp_path, monkeypatch):
+    """For tests that start worker processes: their temp files inside tmp_path, one thread each, and the tiny
+    tokenizer built here first so the workers only read it."""
+    from belle.model.tokenizer import tiny_tokenizer
+
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tiny_tokenizer()
 
 
 @pytest.fixture
