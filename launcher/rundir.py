@@ -2,24 +2,13 @@
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SECRET = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
-REDACTED = "<redacted>"
-
-
-def scrub(value: Any) -> Any:
-    """A copy of ``value`` with every mapping entry whose key looks like a secret redacted."""
-    if isinstance(value, dict):
-        return {k: REDACTED if SECRET.search(str(k)) else scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
+from belle.monitor.secrets import scrub
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,1 @@
+"""Training metrics, W&B, progress and the loss plot."""

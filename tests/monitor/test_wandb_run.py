@@ -1,0 +1,50 @@
+"""W&B offline: one run per job under run_dir/wandb, the same id after a resume, no secret in its config."""
+
+from belle.config.run import MonitorConfig
+from belle.monitor.wandb_run import has_wandb_key, resolve_mode, start_wandb
+
+
+def _offline_runs(run_dir):
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_offline_run_then_resume_keeps_the_id(wandb_env, capsys):
+    run_dir = wandb_env / "run"
+    config = {"optim": {"lr": 1e-4}, "monitor": {"api_key": "sk-not-for-wandb"}}
+    run = start_wandb(MonitorConfig(wandb_group="sweep"), run_dir, "demo", config, resume_step=None)
+    for step in (1, 2, 3):
+        run.log({"step": step, "loss": 1.0 / step, "mfu": None}, step=step)
+    run.finish(0)
+
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    (first,) = _offline_runs(run_dir)
+    assert first.name.endswith(run_id)
+    assert f"wandb sync {first}\n" in capsys.readouterr().out
+    # wandb 0.31 keeps an offline run's config and history only in its transaction log (no Python reader ships)
+    log = (first / f"run-{run_id}.wandb").read_bytes()
+    assert b"loss" in log and b"sweep" in log and b"<redacted>" in log and b"sk-not-for-wandb" not in log
+    assert run.run.config["monitor"]["api_key"] == "<redacted>"
+
+    again = start_wandb(MonitorConfig(), run_dir, "demo", config, resume_step=2)
+    assert again.run.id == run_id
+    again.log({"step": 3, "loss": 0.3}, step=3)
+    again.finish(0)
+    assert (run_dir / "wandb_id").read_text().strip() == run_id
+    # a resumed offline run gets a second folder with the same id (…-<id>-1 when the timestamps match)
+    second = next(p for p in _offline_runs(run_dir) if p != first)
+    assert f"-{run_id}" in second.name and (second / f"run-{run_id}.wandb").is_file()
+    assert " ".join(map(str, _offline_runs(run_dir))) in capsys.readouterr().out
+
+
+def test_disabled_is_none(wandb_env):
+    assert start_wandb(MonitorConfig(wandb_mode="disabled"), wandb_env / "run", "x", {}, None) is None
+    assert not (wandb_env / "run").exists()
+
+
+def test_auto_mode_follows_the_key(wandb_env, monkeypatch):
+    assert not has_wandb_key() and resolve_mode("auto") == "offline"
+    (wandb_env / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "a" * 40 + "\n")
+    assert has_wandb_key() and resolve_mode("auto") == "online"
+    (wandb_env / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
+    assert resolve_mode("auto") == "online" and resolve_mode("offline") == "offline"
