@@ -14,7 +14,8 @@ register()
 
 def run(cfg: DictConfig) -> Path:
     """Validate and plan the composed job before any cluster resource is taken; return its run directory."""
-    from launcher.compose import job_dict, run_dir, to_job
+    from belle.config import job_dict
+    from launcher.compose import run_dir, to_job
     from launcher.inspect_data import inspect_data
     from launcher.plan import make_plan
     from launcher.report import describe
@@ -39,9 +40,9 @@ def run(cfg: DictConfig) -> Path:
 
         preview(job, directory / "preview.jsonl")
     elif launching:
-        from launcher.backends import submit
+        from launcher.launch import launch
 
-        submit(job, plan, directory)
+        launch(job, directory)
     return directory
 
 
@@ -49,13 +50,14 @@ _TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
 """The user asked for full tracebacks; otherwise every error is one line on stderr and exit code 2."""
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException, code: int = 2) -> None:
+    """One line on stderr; exit code 2 for a bad job, 1 for a run that failed."""
     from launcher.errors import explain
 
     if _TRACEBACKS:
         raise exc
     print(f"error: {explain(exc)}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @hydra.main(config_path="pkg://launcher.conf", config_name="config", version_base="1.3")
@@ -64,6 +66,8 @@ def _hydra_app(cfg: DictConfig) -> None:
         run(cfg)
     except ValueError as exc:  # inside the job: reported here, before Hydra adds its own banner
         _fail(exc)
+    except RuntimeError as exc:
+        _fail(exc, code=1)
 
 
 def main() -> None:

@@ -39,11 +39,6 @@ def to_job(cfg: DictConfig) -> JobConfig:
     return job
 
 
-def job_dict(job: JobConfig) -> dict:
-    """Plain, fully resolved dict of a job (what config.yaml holds)."""
-    return OmegaConf.to_container(OmegaConf.structured(job), resolve=True)
-
-
 def run_dir(job: JobConfig, start_dir: Path | None = None) -> Path:
     """Absolute run directory: relative paths are taken from the directory the command started in."""
     path = Path(job.launcher.run_dir).expanduser()

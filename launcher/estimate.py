@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from belle.config import JobConfig
 from belle.config.cluster import GPU_TYPES
+from belle.monitor.flops import hardware_flops_per_token
 
 GIB = 1024**3
 OVERHEAD_GIB = 2.0
@@ -64,12 +65,12 @@ def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: in
 
 
 def flops_per_token(job: JobConfig, total: int) -> float:
-    """Hardware FLOPs per trained token: forward 2N, backward 4N (2N without weight gradients under LoRA),
-    a second forward with activation checkpointing, and causal attention."""
+    """Hardware FLOPs per trained token of ``job`` (recompute included)."""
     m = job.model
-    passes = 2 + (2 if job.method.lora else 4) + (2 if job.strategy.activation_checkpointing else 0)
-    attention = (passes / 2) * 2 * m.num_layers * m.hidden_size * job.data.max_length
-    return passes * total + attention
+    return hardware_flops_per_token(
+        total, m.num_layers, m.hidden_size, job.data.max_length, lora=job.method.lora is not None,
+        recompute=job.strategy.activation_checkpointing,
+    )
 
 
 def hours_per_epoch(job: JobConfig, total: int, tokens_per_epoch: float) -> float | None:

@@ -22,6 +22,11 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
             f"of {m.name}: set data.max_length={m.max_position_embeddings}"
         )
+    if s.precision == "fp16" and not c.use_gpu:
+        raise ValueError(
+            "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "
+            "set strategy.precision=bf16 or cluster.gpus_per_node=<GPUs per node>"
+        )
     accumulation = grad_accumulation(s, c.world_size)
     deepspeed = deepspeed_config(s, job.optim, c.world_size)  # also checks a user's deepspeed_json against ours
     attention = resolve_attention(m.attn_implementation, on_gpu=c.use_gpu)

@@ -10,7 +10,6 @@ from hydra import compose, initialize_config_module
 from launcher.compose import to_job
 from launcher.store import register
 
-
 sys.path.insert(0, str(Path(__file__).parent))  # tests/distributed.py: the multi-process harness
 
 

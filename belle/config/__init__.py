@@ -2,7 +2,7 @@
 
 from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
-from belle.config.job import JobConfig, LauncherConfig, ReferenceConfig
+from belle.config.job import JobConfig, LauncherConfig, ReferenceConfig, job_dict
 from belle.config.method import LoraConfig, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
@@ -22,4 +22,5 @@ __all__ = [
     "ReferenceConfig",
     "StrategyConfig",
     "TrainConfig",
+    "job_dict",
 ]

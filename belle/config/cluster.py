@@ -35,6 +35,11 @@ class ClusterConfig:
     """GPU model, for the memory-fit check and time estimate in the plan."""
     mfu: float = 0.35
     """Model-FLOPs utilisation assumed by the time estimate."""
+    collective_timeout_s: int = 1800
+    """Seconds a collective (all-reduce, barrier) may wait before the job fails instead of hanging."""
+    ray_temp_dir: str | None = None
+    """Temp folder of the embedded Ray (cluster=local), kept short for its sockets; None: a new /tmp/belle-ray-*
+    folder, removed at the end."""
 
     def __post_init__(self) -> None:
         one_of("cluster.kind", self.kind, KINDS)
@@ -44,6 +49,7 @@ class ClusterConfig:
         positive("cluster.cpu_workers_per_node", self.cpu_workers_per_node, 2)
         positive("cluster.cpus_per_worker", self.cpus_per_worker, 1)
         require(0 < self.mfu <= 1, f"cluster.mfu={self.mfu} must be in (0, 1]: set cluster.mfu=0.35")
+        positive("cluster.collective_timeout_s", self.collective_timeout_s, 1800)
         require(
             self.kind != "ray" or bool(self.address),
             "cluster=ray needs the cluster's address: set cluster.address=<head-ip>:6379 (or auto)",

@@ -52,3 +52,10 @@ class JobConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+
+def job_dict(job: JobConfig) -> dict:
+    """Plain, fully resolved dict of a job (what config.yaml and the W&B config hold)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(job), resolve=True)

@@ -21,6 +21,8 @@ class LoraConfig:
     """Names of the linear modules that get adapters (BELLE's choice: no o_proj)."""
     modules_to_save: list[str] = field(default_factory=list)
     """Modules trained in full alongside the adapters, e.g. embed_tokens and lm_head after a vocabulary extension."""
+    export_merged: bool = False
+    """At the end, also write the base model with the adapters merged in (export/merged)."""
 
     def __post_init__(self) -> None:
         positive("method.lora.r", self.r, 8)

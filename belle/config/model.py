@@ -7,7 +7,7 @@ from omegaconf import MISSING
 from belle.config._checks import one_of, positive, require
 
 ARCHS = ("llama", "bloom", "qwen2")
-ATTENTION = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTENTION = ("auto", "flash_attention_2", "torch_varlen", "sdpa", "eager")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     """RoPE base (llama, qwen2)."""
     attn_implementation: str = "auto"
-    """auto (flash_attention_2 when flash-attn and CUDA are there, else sdpa), flash_attention_2, sdpa or eager."""
+    """auto (GPU: flash_attention_2 when flash-attn is installed, else torch_varlen; CPU: sdpa), flash_attention_2,
+    torch_varlen (PyTorch's own FlashAttention varlen kernel, CUDA, torch >= 2.10), sdpa or eager."""
 
     def __post_init__(self) -> None:
         one_of("model.arch", self.arch, ARCHS)

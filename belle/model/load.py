@@ -30,7 +30,10 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
     from transformers import AutoModelForCausalLM
 
     from belle.model.architecture import check_model_path, hf_config
+    from belle.model.attention import VARLEN, register_torch_varlen
 
+    if attn_implementation == VARLEN:
+        register_torch_varlen()
     if model.path is not None:
         check_model_path(model)
         return AutoModelForCausalLM.from_pretrained(model.path, attn_implementation=attn_implementation, dtype=dtype)

@@ -1,47 +1,49 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
-Setup (seed, tokenizer, packed rows sharded by rank, model, DeepSpeed engine) → loop (micro-batches, one
-optimizer step per accumulation window, metrics.jsonl, eval loss) → save (summary.json).
+Setup (seed, tokenizer, packed rows sharded by rank, model, DeepSpeed engine, resume) → loop (micro-batches,
+one optimizer step per accumulation window, metrics, eval loss, checkpoints) → save (the exported model).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
-from belle.config import JobConfig
+from belle import checkpoint
+from belle.config import JobConfig, job_dict
 from belle.data.dataset import build_pretrain_blocks, build_sft_samples
 from belle.data.packing import PackedRow, collate, pack, pad_rows
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
 from belle.model.attention import resolve_attention
+from belle.model.export import export
 from belle.model.load import build_model, load_tokenizer
 from belle.model.lora import apply_lora
+from belle.monitor.flops import model_flops_per_token
+from belle.monitor.metrics import MetricsLog, StepMeter
+from belle.monitor.progress import Progress
+from belle.monitor.wandb_run import start_wandb
 from belle.strategy import build_scheduler, deepspeed_config, grad_accumulation
+
+CHECKPOINT_TAG = "state"
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:
-    """Train ``job`` in this worker of the torch.distributed world; rank 0 writes run_dir/metrics.jsonl and
-    run_dir/summary.json. Returns the summary (the same on every rank)."""
+    """Train ``job`` in this worker of an initialised torch.distributed world (the launcher's Ray Train workers),
+    resuming from the run's latest checkpoint when there is one. Rank 0 logs metrics, W&B and progress; every rank
+    takes part in checkpoints and the export. Returns the final step, loss and eval loss (the same on every rank)."""
     import deepspeed
     import torch
     import torch.distributed as dist
 
-    started = time.time()
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    on_gpu = torch.cuda.is_available()  # the launcher has set this worker's device
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir = Path(run_dir)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
     random.seed(job.train.seed)
     torch.manual_seed(job.train.seed)
 
@@ -51,10 +53,10 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     strategy = job.strategy
     accumulation = grad_accumulation(strategy, world)
     rows_per_rank = len(train_rows) // world
-    total_steps = int(job.train.epochs * rows_per_rank) // (strategy.micro_batch * accumulation)
+    rows_per_step = strategy.micro_batch * accumulation
+    total_steps = int(job.train.epochs * rows_per_rank) // rows_per_step
     if job.train.max_steps is not None:
         total_steps = min(job.train.max_steps, total_steps)
-    micro_batches = batched(_epochs(train_rows, rows_per_rank, rank, world, job.train.seed), strategy.micro_batch)
 
     # model and engine
     model = build_model(job.model, resolve_attention(job.model.attn_implementation, on_gpu), seed=job.train.seed)
@@ -72,11 +74,28 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     )
     engine.train()
 
+    # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
+    state = {"step": 0, "loss": None, "eval_loss": None}
+    directory = checkpoint.latest(run_dir)
+    if directory is not None:
+        _, saved = engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        state = {key: saved[key] for key in state}  # DeepSpeed adds keys of its own
+        random_states = directory / f"rng-rank{rank}.pt"
+        if random_states.is_file():  # absent when the world size changed: dropout draws differ, nothing else
+            saved = torch.load(random_states)
+            torch.set_rng_state(saved["torch"])
+            if on_gpu:
+                torch.cuda.set_rng_state(saved["cuda"])
+    start = state["step"]
+    micro_batches = batched(
+        _epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
+    )
+    monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
+
     # loop: one optimizer step per accumulation window
-    eval_loss = final_loss = None
-    for step in range(1, total_steps + 1):
+    for step in range(start + 1, total_steps + 1):
         step_start, lr = time.time(), engine.get_lr()[0]
-        loss_sum = tokens = 0.0
+        loss_sum = tokens = samples = 0.0
         for _ in range(accumulation):
             rows = next(micro_batches)
             batch = {key: value.to(engine.device) for key, value in collate(rows).items()}
@@ -85,44 +104,71 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             engine.step()
             loss_sum += loss.item()
             tokens += sum(len(row.input_ids) - row.n_pad for row in rows)
-        totals = torch.tensor([loss_sum / accumulation, tokens], dtype=torch.float64)
+            samples += sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows)
+        totals = torch.tensor([loss_sum / accumulation, tokens, samples], dtype=torch.float64)
         dist.all_reduce(totals)
-        final_loss = totals[0].item() / world
-        if not math.isfinite(final_loss):
+        state["step"], state["loss"] = step, totals[0].item() / world
+        if not math.isfinite(state["loss"]):
             raise RuntimeError(
-                f"the training loss is {final_loss} at optimizer step {step}: lower optim.lr, raise "
-                "optim.warmup_steps, or use strategy.precision=bf16 instead of fp16"
+                f"the training loss is {state['loss']} at optimizer step {step}: lower optim.lr, raise "
+                "optim.warmup_steps, or use strategy.precision=bf16 instead of fp16; the last good checkpoint "
+                "is kept"
             )
-        step_time = time.time() - step_start
         record = {}
         if step % job.monitor.log_every == 0 or step == total_steps:
-            grad_norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+            grad_norm = engine.get_global_grad_norm()
             record = {
-                "step": step,
-                "loss": final_loss,
-                "lr": lr,
+                "step": step, "loss": state["loss"], "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
-                "tokens_per_s": totals[1].item() / step_time,
-                "step_time_s": step_time,
             }
+            if monitor:
+                record |= monitor.meter.measure(totals[1].item(), int(totals[2].item()), time.time() - step_start)
         if eval_rows and (step == total_steps or (job.train.eval_every and step % job.train.eval_every == 0)):
-            eval_loss = _evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
-            record |= {"step": step, "eval_loss": eval_loss}
-        if record and rank == 0:
-            with open(run_dir / "metrics.jsonl", "a") as metrics:
-                metrics.write(json.dumps(record) + "\n")
+            state["eval_loss"] = _evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
+            record |= {"step": step, "eval_loss": state["eval_loss"]}
+        if record and monitor:
+            monitor.log(record)
+        if step % job.train.save_every == 0 or step == total_steps:
 
-    # save
-    summary = {
-        "status": "completed",
-        "steps": total_steps,
-        "final_loss": final_loss,
-        "eval_loss": eval_loss,
-        "wall_time_s": time.time() - started,
-    }
-    if rank == 0:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+            def write(folder: Path) -> None:
+                engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state=dict(state))
+                rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if on_gpu else {})
+                torch.save(rng, folder / f"rng-rank{rank}.pt")
+
+            checkpoint.save(run_dir, step, job.train.keep_last, write)
+
+    # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
+    export(engine, job, tokenizer, run_dir / "export")
+    if monitor:
+        monitor.finish()
+    return state
+
+
+class _Monitor:
+    """Rank 0's outputs: metrics.jsonl, W&B, the progress line."""
+
+    def __init__(self, job: JobConfig, run_dir: Path, total_steps: int, start: int, device, world: int):
+        from belle.model.anatomy import anatomy
+
+        m = job.model
+        flops = model_flops_per_token(
+            anatomy(m).total_params, m.num_layers, m.hidden_size, job.data.max_length, job.method.lora is not None
+        )
+        self.meter = StepMeter.on(device, flops, world)
+        resumed = start or None
+        self.metrics = MetricsLog(run_dir, resume_step=resumed)
+        self.wandb = start_wandb(job.monitor, run_dir, job.launcher.name, job_dict(job), resume_step=resumed)
+        self.progress = Progress(total_steps, start)
+
+    def log(self, record: dict) -> None:
+        self.metrics.log(record)
+        if self.wandb:
+            self.wandb.log(record, step=record["step"])
+        self.progress.update(record)
+
+    def finish(self) -> None:
+        if self.wandb:
+            self.wandb.finish()
 
 
 def _rows(job: JobConfig, tokenizer) -> tuple[list[PackedRow], list[PackedRow]]:
@@ -134,13 +180,15 @@ def _rows(job: JobConfig, tokenizer) -> tuple[list[PackedRow], list[PackedRow]]:
     return [list(rows(part, job.data.max_length, tokenizer.pad_token_id)) for part in (held_out, rest)]
 
 
-def _epochs(rows: list[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int):
-    """This rank's rows, endlessly: every epoch a fresh shuffle (seeded by seed and epoch), then the rank's
-    equal share (the remainder that would leave ranks uneven is dropped)."""
-    for epoch in count():
+def _epochs(rows: list[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int, skip: int = 0):
+    """This rank's rows, endlessly, from its ``skip``-th row on: every epoch a fresh shuffle (seeded by seed and
+    epoch), then the rank's equal share (the remainder that would leave ranks uneven is dropped)."""
+    for epoch in count(skip // rows_per_rank):
         order = list(range(len(rows)))
         random.Random(seed + epoch).shuffle(order)
-        for index in order[rank::world][:rows_per_rank]:
+        mine = order[rank::world][:rows_per_rank]
+        start = skip % rows_per_rank if epoch == skip // rows_per_rank else 0
+        for index in mine[start:]:
             yield rows[index]
 
 

@@ -105,7 +105,7 @@ def test_model_path_without_config(strict, tmp_path):
 def test_flash_attention_where_it_cannot_run(cfg, tmp_path):
     message = _error(cfg, "model.attn_implementation=flash_attention_2", "launcher.dry_run=true",
                      f"launcher.run_dir={tmp_path}")
-    assert "set model.attn_implementation=sdpa" in message
+    assert "set model.attn_implementation=torch_varlen (GPU, torch >= 2.10) or sdpa" in message
 
 
 def test_real_model_without_weights_cannot_launch(cfg, tmp_path):
@@ -129,3 +129,8 @@ def test_deepspeed_json_contradicting_the_strategy(cfg, tmp_path):
     raw.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     message = _error(cfg, f"strategy.deepspeed_json={raw}", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
     assert "strategy.zero_stage=3" in message and "zero_optimization.stage" in message
+
+
+def test_fp16_on_cpu_workers(cfg, tmp_path):
+    message = _error(cfg, "strategy.precision=fp16", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    assert message.startswith("strategy.precision=fp16 needs GPU workers") and "set strategy.precision=bf16" in message

@@ -28,7 +28,7 @@ def test_saved_tiny_model_reloads_and_passes_the_check(job, tmp_path):
 
 def test_auto_attention_is_sdpa_without_flash_attn():
     assert resolve_attention("auto", on_gpu=False) == "sdpa"
-    assert resolve_attention("auto", on_gpu=True) in ("flash_attention_2", "sdpa")
+    assert resolve_attention("auto", on_gpu=True) in ("flash_attention_2", "torch_varlen")
     assert resolve_attention("eager", on_gpu=False) == "eager"
 
 

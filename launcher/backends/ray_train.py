@@ -1,0 +1,120 @@
+"""Run the recipe on Ray Train workers: the embedded local Ray (cluster=local) or an existing cluster (cluster=ray)."""
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from belle.config import JobConfig
+
+# Ray Train v2 reports cost ~2 s each at the default health-check interval.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+WORKER_ENV = {
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every progress line reaches the console twice
+    "PYTHONWARNINGS": "ignore::FutureWarning",  # DeepSpeed's own torch.distributed deprecations, per call
+}
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # read at `import ray`: bind the embedded Ray to 127.0.0.1
+    "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; token auth would write ~/.ray/auth_token
+}
+
+
+def _worker(config: dict) -> None:
+    """The function every Ray Train worker runs: pick this worker's GPU, then the recipe (which knows no Ray)."""
+    import torch
+
+    from belle.recipes.sft import train
+
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())
+    train(config["job"], Path(config["run_dir"]))
+
+
+@contextmanager
+def _ray(job: JobConfig):
+    """Connect to the job's Ray: start an embedded one on 127.0.0.1 (shut down afterwards) or join cluster.address."""
+    if job.cluster.kind == "local":
+        os.environ.update(LOCAL_RAY_ENV)
+    import ray
+
+    c = job.cluster
+    if c.kind == "ray":
+        ray.init(address=c.address)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp rather than $TMPDIR
+    temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
+    ray.init(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if not c.ray_temp_dir:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def trainer(job: JobConfig, run_dir: Path):
+    """The TorchTrainer of ``job``: one worker per GPU (or CPU worker); Ray keeps its own records under
+    ``run_dir/ray``, the recipe its checkpoints under ``run_dir/checkpoints``."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    c = job.cluster
+    resources = {"CPU": c.cpus_per_worker} | ({"GPU": 1} if c.use_gpu else {})
+    return TorchTrainer(
+        _worker,
+        train_loop_config={"job": job, "run_dir": str(run_dir)},
+        torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo", timeout_s=c.collective_timeout_s),
+        scaling_config=ScalingConfig(num_workers=c.world_size, use_gpu=c.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name="ray",
+            storage_path=str(run_dir),
+            failure_config=FailureConfig(max_failures=job.train.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": WORKER_ENV},
+        ),
+    )
+
+
+def _reason(error: Exception) -> str:
+    """One line saying why training failed: the first failing rank's own exception, not Ray's wrapper."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if failures:
+        rank, failure = min(failures.items())
+        cause = getattr(failure, "cause", None) or failure
+        return f"rank {rank}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+    return str(error).strip().splitlines()[-1]
+
+
+def run_on_ray(job: JobConfig, run_dir: Path) -> dict:
+    """Train ``job`` and return its summary; a failure is summarised too (status failed, why, the last metrics)."""
+    from ray.train import TrainingFailedError
+
+    from belle.monitor.metrics import read_metrics
+
+    started = time.time()
+    error = None
+    with _ray(job):
+        try:
+            trainer(job, run_dir).fit()
+        except TrainingFailedError as failure:
+            error = _reason(failure)
+    logged = read_metrics(run_dir)
+    losses = [r for r in logged if r.get("loss") is not None]
+    evals = [r for r in logged if r.get("eval_loss") is not None]
+    return {
+        "status": "failed" if error else "completed",
+        "steps": losses[-1]["step"] if losses else 0,
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "wall_time_s": round(time.time() - started, 1),
+        "error": error,
+    }

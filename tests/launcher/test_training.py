@@ -1,0 +1,212 @@
+"""`python -m launcher` trains for real: Ray Train workers running DeepSpeed on CPU (gloo), no mocks."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::")
+
+
+def _ray_processes() -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if any(name in line for name in RAY_PROCESSES)]
+
+
+@pytest.fixture
+def launcher(tmp_path, workers_env, monkeypatch):
+    """``launcher(*args)`` starts ``python -m launcher ARGS`` (W&B offline, files under tmp_path) and returns the
+    Popen; every test ends with no Ray process left."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # runs themselves land in the run dir
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    started = []
+
+    def _start(*args: str, log: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "launcher", *args], cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    _wait_until_ray_is_gone()
+
+
+def _wait_until_ray_is_gone(timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while _ray_processes() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes(), "Ray processes outlived the run"
+
+
+def _finish(process: subprocess.Popen, log: Path, timeout: float = 400) -> str:
+    process.wait(timeout=timeout)
+    output = log.read_text()
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    pointer = run_dir / "checkpoints" / "latest"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if pointer.is_file() and json.loads(pointer.read_text())["step"] >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of step {step} appeared")
+
+
+def test_demo_trains_and_leaves_the_run_directory(launcher, tmp_path):
+    run_dir, log = tmp_path / "demo", tmp_path / "demo.log"
+    _finish(launcher(f"launcher.run_dir={run_dir}", log=log), log)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 30 and summary["error"] is None
+    lines = _metrics(run_dir)
+    assert [line["step"] for line in lines] == list(range(2, 31, 2))
+    first, last = (sum(line["loss"] for line in part) / 3 for part in (lines[:3], lines[-3:]))
+    assert last < first - 0.2, (first, last)
+    assert all(line["tokens_per_s"] > 0 and line["mfu"] is None for line in lines)
+    assert [line["step"] for line in lines if "eval_loss" in line] == [10, 20, 30]
+    assert math.isfinite(summary["eval_loss"])
+    for name in ("config.yaml", "plan.json", "loss.png", "checkpoints/latest", "export/adapter", "export/base"):
+        assert (run_dir / name).exists(), name
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == ["step-000020", "step-000030"]
+    assert json.loads((run_dir / "checkpoints" / "latest").read_text())["step"] == 30
+
+
+def test_full_fine_tune_with_zero2(launcher, tmp_path):
+    run_dir, log = tmp_path / "full", tmp_path / "full.log"
+    args = (f"launcher.run_dir={run_dir}", "method=sft", "strategy=zero2", "train.max_steps=10", "monitor.log_every=1")
+    _finish(launcher(*args, log=log), log)
+    lines = _metrics(run_dir)
+    assert len(lines) == 10 and lines[-1]["loss"] < lines[0]["loss"] - 0.5
+    assert (run_dir / "export" / "model.safetensors").stat().st_size > 1_000_000
+
+
+def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
+    """Killed after its step-4 checkpoint, the rerun continues at step 5 and ends where an uninterrupted run does."""
+    common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline")
+    whole, log = tmp_path / "whole", tmp_path / "whole.log"
+    _finish(launcher(f"launcher.run_dir={whole}", *common, log=log), log)
+
+    run_dir = tmp_path / "resumed"
+    first = launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "first.log")
+    _wait_for_checkpoint(run_dir, 4, first)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-run
+    first.wait()
+    _wait_until_ray_is_gone()  # orphaned workers may still finish a step or a save before they notice
+    killed_at = json.loads((run_dir / "checkpoints" / "latest").read_text())["step"]
+    assert killed_at < 12
+    run_id = (run_dir / "wandb_id").read_text().strip()
+
+    output = _finish(launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "second.log"),
+                     tmp_path / "second.log")
+    steps = [line["step"] for line in _metrics(run_dir)]
+    assert steps == list(range(1, 13)), "every step logged once"
+    assert f"step {killed_at + 1}/12 " in output and f"step {killed_at}/12 " not in output
+    resumed, uninterrupted = (json.loads((d / "summary.json").read_text())["final_loss"] for d in (run_dir, whole))
+    assert resumed == pytest.approx(uninterrupted, rel=1e-3)  # same weights, optimizer, schedule, data and RNG
+    assert (run_dir / "wandb_id").read_text().strip() == run_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}*"))) == 2
+
+
+def test_killed_worker_is_replaced_and_the_run_completes(launcher, tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = launcher(f"launcher.run_dir={run_dir}", "train.max_steps=16", "train.save_every=4",
+                       "train.max_failures=1", log=log)
+    _wait_for_checkpoint(run_dir, 4, process)
+    workers = [line.split()[0] for line in _ray_processes() if "RayTrainWorker" in line]
+    assert workers
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    _finish(process, log)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 16
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(launcher, tmp_path):
+    run_dir, log = tmp_path / "nan", tmp_path / "nan.log"
+    process = launcher(f"launcher.run_dir={run_dir}", "optim.lr=1e30", "optim.warmup_steps=0", "train.save_every=1",
+                       "train.max_steps=6", log=log)
+    process.wait(timeout=400)
+    assert process.returncode == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "training loss is nan" in summary["error"]
+    latest = json.loads((run_dir / "checkpoints" / "latest").read_text())
+    assert (run_dir / "checkpoints" / latest["dir"] / "state").is_dir()
+    assert "error: the run failed" in log.read_text()
+
+
+def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
+    """cluster=ray joins a Ray head started here (ray start --head), trains, and leaves the cluster running."""
+    from distributed import free_port
+
+    port = free_port()
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the head and the driver on 127.0.0.1
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env, temp = dict(os.environ), tempfile.mkdtemp(prefix="belle-test-ray-", dir="/tmp")  # short: unix sockets
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+    try:
+        run_dir, log = tmp_path / "remote", tmp_path / "remote.log"
+        _finish(launcher("cluster=ray", f"cluster.address=127.0.0.1:{port}", f"launcher.run_dir={run_dir}",
+                         "train.max_steps=6", log=log), log)
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+        assert _ray_processes(), "the user's cluster is still up"
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, check=True, capture_output=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.gpu
+def test_gpu_training_of_a_110m_model(launcher, tmp_path):
+    """bf16 on CUDA with the flash path `auto` picks (flash-attn, else torch's varlen kernel), NCCL, packed rows."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    run_dir, log = tmp_path / "gpu", tmp_path / "gpu.log"
+    _finish(launcher(f"launcher.run_dir={run_dir}", "model=llama_110m", "method=sft", "cluster.gpus_per_node=1",
+                     "data.max_length=1024", "strategy.micro_batch=4", "strategy.global_batch=8",
+                     "train.max_steps=20", "monitor.log_every=1", "optim.lr=1e-3", log=log), log)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["model"]["attn_implementation"] in ("flash_attention_2", "torch_varlen")
+    lines = _metrics(run_dir)
+    assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
+    assert all(line["mfu"] is not None and line["mfu"] > 0 for line in lines)
+    print(f"GPU 110M: {plan['model']['attn_implementation']}, median tokens/s "
+          f"{sorted(line['tokens_per_s'] for line in lines)[len(lines) // 2]:.0f}, "
+          f"MFU {lines[-1]['mfu']:.3f}, memory {lines[-1]['memory_gib']:.1f} GiB")
+
+
+@pytest.mark.parametrize("experiment", ["lora_2m", "ft_2m", "pretrain_7b", "ft_2m_lora_math"])
+def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, experiment):
+    run_dir, log = tmp_path / experiment, tmp_path / f"{experiment}.log"
+    _finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",
+                     log=log), log)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["experiment"] == experiment and plan["model"]["name"] == "tiny_llama"
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
+    export = run_dir / "export"
+    assert (export / "adapter").is_dir() if "lora" in experiment else (export / "model.safetensors").is_file()
