@@ -15,15 +15,14 @@ STARTED = time.time()
 
 def main(out: str, steps: int) -> None:
     import deepspeed
-    import torch
     import torch.distributed as dist
     from hydra import compose, initialize_config_module
 
     from belle.data.dataset import build_sft_samples
     from belle.data.packing import collate, pack
-    from belle.model.load import build_model, load_tokenizer
-    from belle.model.lora import apply_lora
-    from belle.strategy import build_scheduler, deepspeed_config, grad_accumulation
+    from belle.model.load import load_tokenizer
+    from belle.strategy import grad_accumulation
+    from belle.strategy.engine import build_engine
     from launcher.compose import to_job
     from launcher.store import register
 
@@ -35,15 +34,7 @@ def main(out: str, steps: int) -> None:
     tokenizer = load_tokenizer(job.model)
     samples, _ = build_sft_samples(job.data.path, tokenizer, job.data.max_length)
     rows = list(pack(samples, job.data.max_length, tokenizer.pad_token_id))[rank::world]
-    model = build_model(job.model, "sdpa", seed=job.train.seed)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
-    model = apply_lora(model, job.method.lora)
-    engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(job.strategy, job.optim, world),
-        lr_scheduler=lambda optimizer: build_scheduler(optimizer, job.optim, steps),
-    )
+    engine = build_engine(job, world, steps, on_gpu=False)
     accumulation, micro = grad_accumulation(job.strategy, world), job.strategy.micro_batch
     position = 0
     for step in range(1, steps + 1):

@@ -19,15 +19,14 @@ from belle.data.dataset import build_pretrain_blocks, build_sft_samples
 from belle.data.packing import PackedRow, collate, pack, pad_rows
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
-from belle.model.attention import resolve_attention
 from belle.model.export import export
-from belle.model.load import build_model, load_tokenizer
-from belle.model.lora import apply_lora
+from belle.model.load import load_tokenizer
 from belle.monitor.flops import model_flops_per_token
 from belle.monitor.metrics import MetricsLog, StepMeter
 from belle.monitor.progress import Progress
 from belle.monitor.wandb_run import start_wandb
-from belle.strategy import build_scheduler, deepspeed_config, grad_accumulation
+from belle.strategy import grad_accumulation
+from belle.strategy.engine import build_engine
 
 CHECKPOINT_TAG = "state"
 
@@ -59,19 +58,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         total_steps = min(job.train.max_steps, total_steps)
 
     # model and engine
-    model = build_model(job.model, resolve_attention(job.model.attn_implementation, on_gpu), seed=job.train.seed)
-    if strategy.activation_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        if job.method.lora is not None:
-            model.enable_input_require_grads()
-    if job.method.lora is not None:
-        model = apply_lora(model, job.method.lora)
-    engine, *_ = deepspeed.initialize(
-        model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(strategy, job.optim, world),
-        lr_scheduler=lambda optimizer: build_scheduler(optimizer, job.optim, total_steps),
-    )
+    engine = build_engine(job, world, total_steps, on_gpu)
     engine.train()
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step

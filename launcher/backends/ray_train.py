@@ -9,9 +9,6 @@ from pathlib import Path
 
 from belle.config import JobConfig
 
-# Ray Train v2 reports cost ~2 s each at the default health-check interval.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-
 WORKER_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every progress line reaches the console twice
     "PYTHONWARNINGS": "ignore::FutureWarning",  # DeepSpeed's own torch.distributed deprecations, per call

@@ -15,12 +15,12 @@ import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RAY_PROCESSES = ("raylet", "gcs_server", "ray::")
+LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
 
 
 def _ray_processes() -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if any(name in line for name in RAY_PROCESSES)]
+    return [line for line in ps.splitlines() if any(name in line for name in LEFTOVERS)]
 
 
 @pytest.fixture
@@ -31,12 +31,13 @@ def launcher(tmp_path, workers_env, monkeypatch):
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # runs themselves land in the run dir
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    ray_temp = tempfile.mkdtemp(prefix="belle-test-ray-", dir="/tmp")  # short: Ray's unix sockets live in it
     started = []
 
     def _start(*args: str, log: Path) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "launcher", *args], cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, "-m", "launcher", *args, f"cluster.ray_temp_dir={ray_temp}"], cwd=tmp_path,
+            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         started.append(process)
         return process
@@ -47,13 +48,14 @@ def launcher(tmp_path, workers_env, monkeypatch):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     _wait_until_ray_is_gone()
+    shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _wait_until_ray_is_gone(timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while _ray_processes() and time.time() < deadline:
         time.sleep(0.5)
-    assert not _ray_processes(), "Ray processes outlived the run"
+    assert not _ray_processes(), "Ray or wandb processes outlived the run"
 
 
 def _finish(process: subprocess.Popen, log: Path, timeout: float = 400) -> str:

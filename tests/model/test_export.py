@@ -10,7 +10,10 @@ from distributed import spawn
 from belle.model.export import export
 
 SEQ = 16
-COMMON = ("strategy.micro_batch=1", "strategy.global_batch=2", "optim.lr=1e-2", "optim.warmup_steps=0")
+COMMON = (
+    "strategy.micro_batch=1", "strategy.global_batch=2", "optim.lr=1e-2", "optim.warmup_steps=0",
+    "optim.schedule=constant",
+)
 
 
 def _probe():
@@ -26,24 +29,11 @@ def _train_and_export(job, out_dir: str, steps: int) -> list:
     import torch
     import torch.distributed as dist
 
-    from belle.model.attention import resolve_attention
-    from belle.model.load import build_model, load_tokenizer
-    from belle.model.lora import apply_lora
-    from belle.strategy import deepspeed_config
+    from belle.model.load import load_tokenizer
+    from belle.strategy.engine import build_engine
 
     deepspeed.init_distributed(dist_backend="gloo")
-    model = build_model(job.model, resolve_attention(job.model.attn_implementation, False), seed=job.train.seed)
-    if job.strategy.activation_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        if job.method.lora is not None:
-            model.enable_input_require_grads()
-    if job.method.lora is not None:
-        model = apply_lora(model, job.method.lora)
-    engine, *_ = deepspeed.initialize(
-        model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(job.strategy, job.optim, dist.get_world_size()),
-    )
+    engine = build_engine(job, dist.get_world_size(), total_steps=max(steps, 1), on_gpu=False)
     batch = torch.randint(4, job.model.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(0))
     engine.train()
     for _ in range(steps):
