@@ -79,22 +79,30 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     )
     monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
 
-    # loop: one optimizer step per accumulation window
+    # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
+    # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches
     for step in range(start + 1, total_steps + 1):
         step_start, lr = time.time(), engine.get_lr()[0]
-        loss_sum = tokens = samples = 0.0
-        for _ in range(accumulation):
-            rows = next(micro_batches)
-            batch = {key: value.to(engine.device) for key, value in collate(rows).items()}
-            loss = engine(**batch, attention_mask=None, use_cache=False).loss
-            engine.backward(loss)
+        window = [next(micro_batches) for _ in range(accumulation)]
+        rows = [row for micro in window for row in micro]
+        counts = torch.tensor([
+            sum(len(row.labels) - 1 - row.labels[1:].count(IGNORE_INDEX) for row in rows),  # after the LM shift
+            sum(len(row.input_ids) - row.n_pad for row in rows),
+            sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows),
+        ], dtype=torch.float64)
+        dist.all_reduce(counts)
+        trained, tokens, samples = counts.tolist()
+        loss_sum = 0.0
+        for micro in window:
+            batch = {key: value.to(engine.device) for key, value in collate(micro).items()}
+            # sum over this micro-batch's tokens / global count; DeepSpeed then averages over ranks and the window
+            loss = engine(**batch, attention_mask=None, use_cache=False, num_items_in_batch=int(trained)).loss
+            engine.backward(loss * world * accumulation)
             engine.step()
             loss_sum += loss.item()
-            tokens += sum(len(row.input_ids) - row.n_pad for row in rows)
-            samples += sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows)
-        totals = torch.tensor([loss_sum / accumulation, tokens, samples], dtype=torch.float64)
-        dist.all_reduce(totals)
-        state["step"], state["loss"] = step, totals[0].item() / world
+        total = torch.tensor([loss_sum], dtype=torch.float64)
+        dist.all_reduce(total)
+        state["step"], state["loss"] = step, total.item()
         if not math.isfinite(state["loss"]):
             raise RuntimeError(
                 f"the training loss is {state['loss']} at optimizer step {step}: lower optim.lr, raise "
@@ -109,7 +117,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
                 "grad_norm": None if grad_norm is None else float(grad_norm),
             }
             if monitor:
-                record |= monitor.meter.measure(totals[1].item(), int(totals[2].item()), time.time() - step_start)
+                record |= monitor.meter.measure(tokens, int(samples), time.time() - step_start)
         if eval_rows and (step == total_steps or (job.train.eval_every and step % job.train.eval_every == 0)):
             state["eval_loss"] = _evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
             record |= {"step": step, "eval_loss": state["eval_loss"]}
