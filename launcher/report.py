@@ -1,13 +1,10 @@
 """The plan as a person reads it on the console."""
 
+from belle.monitor.progress import short_count
 
-def _count(n: int | float | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:g}"
+
+def _count(n: float | None) -> str:
+    return "unknown" if n is None else short_count(n, digits=2)
 
 
 def describe(plan: dict) -> str:

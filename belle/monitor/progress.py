@@ -5,11 +5,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 
-def _count(value: float) -> str:
-    """850, 6.5k, 1.2M."""
-    for factor, suffix in ((1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.1f}{suffix}"
+def short_count(value: float, digits: int = 1) -> str:
+    """850, 6.5k, 1.2M, 6.74B (``digits`` after the point once scaled)."""
+    for factor, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.{digits}f}{suffix}"
     return f"{value:.0f}"
 
 
@@ -30,7 +30,7 @@ class Progress:
         if record.get("eval_loss") is not None:
             parts.append(f"eval {record['eval_loss']:.2f}")
         if record.get("tokens_per_s") is not None:
-            parts.append(f"{_count(record['tokens_per_s'])} tok/s")
+            parts.append(f"{short_count(record['tokens_per_s'])} tok/s")
         if record.get("step_time_s") is not None:
             parts.append(f"{record['step_time_s']:.2f} s/step")
         done = step - self.start_step
