@@ -51,6 +51,20 @@ def launcher(tmp_path, workers_env, monkeypatch):
     shutil.rmtree(ray_temp, ignore_errors=True)
 
 
+def _kill_everything_started_by(process: subprocess.Popen) -> None:
+    """SIGKILL the driver with all its descendants at once, Ray's workers included (raylet starts them in their own
+    process groups, so killing the driver's group alone lets them train on): what a node loss does to a job."""
+    import psutil
+
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for member in tree:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+
+
 def _wait_until_ray_is_gone(timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while _ray_processes() and time.time() < deadline:
@@ -116,9 +130,8 @@ def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
     run_dir = tmp_path / "resumed"
     first = launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "first.log")
     _wait_for_checkpoint(run_dir, 4, first)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-run
-    first.wait()
-    _wait_until_ray_is_gone()  # orphaned workers may still finish a step or a save before they notice
+    _kill_everything_started_by(first)
+    _wait_until_ray_is_gone()
     killed_at = json.loads((run_dir / "checkpoints" / "latest").read_text())["step"]
     assert killed_at < 12
     run_id = (run_dir / "wandb_id").read_text().strip()
