@@ -1,7 +1,13 @@
-"""The Hydra application: compose → validate (typed) → plan → write run files → preview, dry run or launch."""
+"""The Hydra application: compose → validate (typed) → plan → write run files → preview, dry run, launch or submit.
+
+A sweep (``-m``) is composed and checked twice: first every point is validated and planned without writing
+anything, then the points run (cluster=local: one after another) or are submitted (cluster=slurm: one job each),
+so a bad point is reported before any point takes a cluster resource.
+"""
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -10,6 +16,11 @@ from omegaconf import DictConfig
 from launcher.store import register
 
 register()
+
+_checking_sweep = False
+"""True during the first pass over a sweep's points: validate and plan them, write and start nothing."""
+_failed_points: list[str] = []
+"""Points of this sweep whose run failed (the sweep goes on with the others, then exits 1)."""
 
 
 def run(cfg: DictConfig) -> Path:
@@ -20,8 +31,13 @@ def run(cfg: DictConfig) -> Path:
     from launcher.plan import make_plan
     from launcher.report import describe
     from launcher.rundir import check_reusable, write_run_files
+    from launcher.sweep import current_point, record_point
 
     job = to_job(cfg)
+    point = current_point()
+    directory = run_dir(job)
+    if point:
+        directory = point.place(job, directory)
     launching = not job.launcher.dry_run and not job.launcher.preview
     if not job.launcher.dry_run:
         from belle.model.architecture import check_model_path
@@ -29,20 +45,37 @@ def run(cfg: DictConfig) -> Path:
         check_model_path(job.model)
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     plan = make_plan(job, facts, warnings)
-    directory = run_dir(job)
     config = job_dict(job)
     check_reusable(directory, config)
+    if _checking_sweep:
+        return directory
     write_run_files(directory, config, plan)
     print(describe(plan))
     print(f"run dir    {directory}")
+    slurm = job.cluster.kind == "slurm"
     if job.launcher.preview:
         from launcher.preview import preview
 
         preview(job, directory / "preview.jsonl")
-    elif launching:
-        from launcher.launch import launch
+    elif slurm:
+        from launcher.backends import slurm as sbatch
 
-        launch(job, directory)
+        if launching:
+            job_id = sbatch.submit(job, directory)
+            if point:
+                record_point(point, directory, job_id=job_id, status="submitted")
+        else:
+            script = sbatch.write_script(job, directory)
+            print(f"sbatch script (not submitted) {script}:\n\n{script.read_text()}")
+    elif launching:
+        from launcher.launch import graceful_stop, launch, read_summary
+
+        try:
+            with graceful_stop(directory):
+                launch(job, directory)
+        finally:
+            if point:
+                record_point(point, directory, status=(read_summary(directory) or {}).get("status", "failed"))
     return directory
 
 
@@ -51,7 +84,7 @@ _TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def _fail(exc: BaseException, code: int = 2) -> None:
-    """One line on stderr; exit code 2 for a bad job, 1 for a run that failed."""
+    """One line on stderr; exit code 2 for a bad job, 1 for a run that failed, 75 for one stopped on request."""
     from launcher.errors import explain
 
     if _TRACEBACKS:
@@ -62,18 +95,37 @@ def _fail(exc: BaseException, code: int = 2) -> None:
 
 @hydra.main(config_path="pkg://launcher.conf", config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> None:
+    from launcher.launch import EXIT_PREEMPTED, Preempted
+    from launcher.sweep import current_point
+
     try:
         run(cfg)
     except ValueError as exc:  # inside the job: reported here, before Hydra adds its own banner
         _fail(exc)
+    except Preempted as exc:
+        _fail(exc, code=EXIT_PREEMPTED)
     except RuntimeError as exc:
-        _fail(exc, code=1)
+        point = current_point()
+        if point is None:
+            _fail(exc, code=1)
+        print(f"error: point {point.number}: {exc}", file=sys.stderr)  # the sweep goes on with the next point
+        _failed_points.append(str(point.number))
 
 
 def main() -> None:
     """Entry point of ``python -m launcher``."""
+    global _checking_sweep
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us instead of Hydra's multi-line report
     try:
+        if {"-m", "--multirun"} & set(sys.argv[1:]):
+            with tempfile.TemporaryDirectory(prefix="belle-sweep-check-") as scratch:  # for Hydra's multirun.yaml
+                sys.argv.append(f"hydra.sweep.dir={scratch}")
+                _checking_sweep = True
+                _hydra_app()
+                _checking_sweep = False
+                sys.argv.pop()
         _hydra_app()
     except (ValueError, hydra.errors.HydraException) as exc:
         _fail(exc)
+    if _failed_points:
+        _fail(RuntimeError(f"sweep points {', '.join(_failed_points)} failed (see sweep.json)"), code=1)

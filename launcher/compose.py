@@ -43,3 +43,11 @@ def run_dir(job: JobConfig, start_dir: Path | None = None) -> Path:
     """Absolute run directory: relative paths are taken from the directory the command started in."""
     path = Path(job.launcher.run_dir).expanduser()
     return path if path.is_absolute() else (start_dir or Path.cwd()) / path
+
+
+def load_job(run_dir: Path) -> JobConfig:
+    """The job a run directory was planned for (its config.yaml), checked again."""
+    import yaml
+
+    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JobConfig), saved))

@@ -11,7 +11,7 @@ def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     inits = [p for top in ("launcher", "belle") for p in (ROOT / top).rglob("__init__.py")]
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in inits}
-    assert found | {"launcher.conf"} == listed
+    assert found | {"launcher.conf", "launcher.cluster"} == listed
 
 
 def test_config_tree_is_importable_as_package_data():

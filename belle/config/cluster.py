@@ -1,6 +1,7 @@
 """Where the job runs: an embedded local Ray, an existing Ray cluster, or Slurm."""
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
 
@@ -15,6 +16,30 @@ GPU_TYPES = {
     "A800-80GB": (312.0, 80.0),
     "V100-32GB": (125.0, 32.0),
 }
+
+# What Slurm accepts in the options we render (sbatch reads #SBATCH lines itself, no shell): names, lists of names,
+# and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-]+$")
+SLURM_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+\-&|\[\]*()]+$")
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def slurm_time_seconds(text: str) -> int:
+    """Seconds in a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _SLURM_TIME.match(text)
+    require(match is not None, f"cluster.time={text!r} is not a Slurm time: set cluster.time=HH:MM:SS or D-HH:MM:SS")
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    if days is None:  # MM, MM:SS or HH:MM:SS
+        hours, minutes, seconds = (first, second, third) if third is not None else (0, first, second or 0)
+        return hours * 3600 + minutes * 60 + seconds
+    return days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
+
+
+def _slurm_value(key: str, value: str | None, pattern: re.Pattern = SLURM_NAME) -> None:
+    require(
+        value is None or bool(pattern.match(value)),
+        f"{key}={value!r} has characters Slurm names do not use: set {key} to the name `sinfo`/`sacctmgr` shows",
+    )
 
 
 @dataclass
@@ -40,6 +65,38 @@ class ClusterConfig:
     ray_temp_dir: str | None = None
     """Temp folder of the embedded Ray (cluster=local), kept short for its sockets; None: a new /tmp/belle-ray-*
     folder, removed at the end."""
+    # --- cluster=slurm: the sbatch job (cluster/slurm/ray_job.sbatch.j2) ---
+    partition: str | None = None
+    """Slurm partition (sbatch --partition); None: the cluster's default."""
+    account: str | None = None
+    """Slurm account to charge (sbatch --account)."""
+    qos: str | None = None
+    """Slurm quality of service (sbatch --qos)."""
+    constraint: str | None = None
+    """Node features the job needs (sbatch --constraint), e.g. ``a100&ib``."""
+    time: str = "04:00:00"
+    """Time limit of one attempt (sbatch --time); a preempted or timed-out attempt is requeued and resumes."""
+    cpus_per_node: int | None = None
+    """CPUs to allocate per node; None: the training workers' share (workers per node × cluster.cpus_per_worker)."""
+    sbatch_extra: list[str] = field(default_factory=list)
+    """More sbatch options, one per ``#SBATCH`` line, e.g. ``[--exclusive, --mem=0]``."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run first in the job (your own code: ``module load cuda``, ``source venv/bin/activate``)."""
+    srun_args: list[str] = field(default_factory=list)
+    """Options for every srun step that runs Ray or the driver, e.g. container options
+    ``[--container-image=/images/belle.sqsh, --container-mounts=/data:/data]``."""
+    python: str | None = None
+    """Python interpreter on the nodes; None: the one running the launcher (a shared filesystem)."""
+    signal_delay_s: int = 300
+    """Seconds before the time limit at which Slurm warns the job (USR1): it saves a checkpoint and requeues."""
+    max_requeues: int = 3
+    """Times a preempted or timed-out job requeues itself before it stays stopped."""
+    ray_join_timeout_s: int = 300
+    """Seconds the Ray head waits for every node to join with its CPUs/GPUs before the job fails."""
+    ray_port_min: int = 20000
+    """Lowest port of the range Ray's ports are picked from (each checked free on its node at start)."""
+    ray_port_max: int = 30000
+    """Highest port of that range."""
 
     def __post_init__(self) -> None:
         one_of("cluster.kind", self.kind, KINDS)
@@ -50,10 +107,52 @@ class ClusterConfig:
         positive("cluster.cpus_per_worker", self.cpus_per_worker, 1)
         require(0 < self.mfu <= 1, f"cluster.mfu={self.mfu} must be in (0, 1]: set cluster.mfu=0.35")
         positive("cluster.collective_timeout_s", self.collective_timeout_s, 1800)
+        self._check_slurm()
         require(
             self.kind != "ray" or bool(self.address),
             "cluster=ray needs the cluster's address: set cluster.address=<head-ip>:6379 (or auto)",
         )
+
+    def _check_slurm(self) -> None:
+        for key in ("partition", "account", "qos"):
+            _slurm_value(f"cluster.{key}", getattr(self, key))
+        _slurm_value("cluster.constraint", self.constraint, SLURM_CONSTRAINT)
+        limit = slurm_time_seconds(self.time)
+        require(
+            0 < self.signal_delay_s < limit,
+            f"cluster.signal_delay_s={self.signal_delay_s} must be > 0 and below cluster.time={self.time} "
+            f"({limit} s): set cluster.signal_delay_s={max(1, min(300, limit // 10))}",
+        )
+        if self.cpus_per_node is not None:
+            need = self.workers_per_node * self.cpus_per_worker
+            require(
+                self.cpus_per_node >= need,
+                f"cluster.cpus_per_node={self.cpus_per_node} is below the {need} CPUs the node's workers reserve: "
+                f"set cluster.cpus_per_node={need} or lower cluster.cpus_per_worker",
+            )
+        for key, lines in (("sbatch_extra", self.sbatch_extra), ("srun_args", self.srun_args)):
+            for line in lines:
+                require(
+                    line.startswith("-") and not any(c in line for c in "\n\r"),
+                    f"cluster.{key} entry {line!r} is not one option: write each as --name=value",
+                )
+        require(self.max_requeues >= 0, f"cluster.max_requeues={self.max_requeues} must be >= 0")
+        positive("cluster.ray_join_timeout_s", self.ray_join_timeout_s, 300)
+        require(
+            self.ray_port_min >= 1024 and self.ray_port_min + 200 <= self.ray_port_max <= 65535,
+            f"cluster.ray_port_min..max={self.ray_port_min}..{self.ray_port_max} needs 200+ ports within 1024..65535:"
+            " set cluster.ray_port_min=20000 cluster.ray_port_max=30000",
+        )
+
+    @property
+    def workers_per_node(self) -> int:
+        """Training workers on each machine."""
+        return self.gpus_per_node if self.use_gpu else self.cpu_workers_per_node
+
+    @property
+    def slurm_cpus_per_node(self) -> int:
+        """CPUs the Slurm job allocates on each node."""
+        return self.cpus_per_node or self.workers_per_node * self.cpus_per_worker
 
     @property
     def use_gpu(self) -> bool:
@@ -63,4 +162,4 @@ class ClusterConfig:
     @property
     def world_size(self) -> int:
         """Training workers in the whole job."""
-        return self.nodes * (self.gpus_per_node if self.use_gpu else self.cpu_workers_per_node)
+        return self.nodes * self.workers_per_node

@@ -1,7 +1,8 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
 Setup (seed, tokenizer, packed rows sharded by rank, model, DeepSpeed engine, resume) → loop (micro-batches,
-one optimizer step per accumulation window, metrics, eval loss, checkpoints) → save (the exported model).
+one optimizer step per accumulation window, metrics, eval loss, checkpoints; a stop request saves and leaves) →
+save (the exported model).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
-from belle import checkpoint
+from belle import checkpoint, stop
 from belle.config import JobConfig, job_dict
 from belle.data.dataset import build_pretrain_blocks, build_sft_samples
 from belle.data.packing import PackedRow, collate, pack, pad_rows
@@ -34,7 +35,8 @@ CHECKPOINT_TAG = "state"
 def train(job: JobConfig, run_dir: Path) -> dict:
     """Train ``job`` in this worker of an initialised torch.distributed world (the launcher's Ray Train workers),
     resuming from the run's latest checkpoint when there is one. Rank 0 logs metrics, W&B and progress; every rank
-    takes part in checkpoints and the export. Returns the final step, loss and eval loss (the same on every rank)."""
+    takes part in checkpoints and the export. A stop request (belle.stop) saves the last step and returns early.
+    Returns the final step, loss and eval loss (the same on every rank)."""
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -81,6 +83,14 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
     # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches
+    def save() -> None:
+        def write(folder: Path) -> None:
+            engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state=dict(state))
+            rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if on_gpu else {})
+            torch.save(rng, folder / f"rng-rank{rank}.pt")
+
+        checkpoint.save(run_dir, state["step"], job.train.keep_last, write)
+
     for step in range(start + 1, total_steps + 1):
         step_start, lr = time.time(), engine.get_lr()[0]
         window = [next(micro_batches) for _ in range(accumulation)]
@@ -89,9 +99,17 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             sum(len(row.labels) - 1 - row.labels[1:].count(IGNORE_INDEX) for row in rows),  # after the LM shift
             sum(len(row.input_ids) - row.n_pad for row in rows),
             sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows),
+            stop.requested(run_dir),  # one rank seeing the request is enough: all stop at this same step
         ], dtype=torch.float64)
         dist.all_reduce(counts)
-        trained, tokens, samples = counts.tolist()
+        trained, tokens, samples, stopping = counts.tolist()
+        if stopping:  # preemption: keep what was trained, then leave without the export
+            if state["step"] > start and state["step"] % job.train.save_every:  # else just saved
+                save()
+            if monitor:
+                stop.acknowledge(run_dir, state["step"])
+                monitor.finish()
+            return state
         loss_sum = 0.0
         for micro in window:
             batch = {key: value.to(engine.device) for key, value in collate(micro).items()}
@@ -124,13 +142,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         if record and monitor:
             monitor.log(record)
         if step % job.train.save_every == 0 or step == total_steps:
-
-            def write(folder: Path) -> None:
-                engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state=dict(state))
-                rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if on_gpu else {})
-                torch.save(rng, folder / f"rng-rank{rank}.pt")
-
-            checkpoint.save(run_dir, step, job.train.keep_last, write)
+            save()
 
     # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
     export(engine, job, tokenizer, run_dir / "export")

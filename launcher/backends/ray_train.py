@@ -1,9 +1,9 @@
-"""Run the recipe on Ray Train workers: the embedded local Ray (cluster=local) or an existing cluster (cluster=ray)."""
+"""Run the recipe on Ray Train workers: the embedded local Ray (cluster=local), an existing cluster (cluster=ray),
+or the Ray a Slurm job brought up (the driver has connected already)."""
 
 import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +40,9 @@ def _ray(job: JobConfig):
     import ray
 
     c = job.cluster
+    if ray.is_initialized():  # inside a Slurm job: its driver connected and waited for every node
+        yield
+        return
     if c.kind == "ray":
         ray.init(address=c.address)
         try:
@@ -91,27 +94,13 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[-1]
 
 
-def run_on_ray(job: JobConfig, run_dir: Path) -> dict:
-    """Train ``job`` and return its summary; a failure is summarised too (status failed, why, the last metrics)."""
+def run_on_ray(job: JobConfig, run_dir: Path) -> str | None:
+    """Train ``job``; return None when training ended (completed, or stopped on request), else why it failed."""
     from ray.train import TrainingFailedError
 
-    from belle.monitor.metrics import read_metrics
-
-    started = time.time()
-    error = None
     with _ray(job):
         try:
             trainer(job, run_dir).fit()
         except TrainingFailedError as failure:
-            error = _reason(failure)
-    logged = read_metrics(run_dir)
-    losses = [r for r in logged if r.get("loss") is not None]
-    evals = [r for r in logged if r.get("eval_loss") is not None]
-    return {
-        "status": "failed" if error else "completed",
-        "steps": losses[-1]["step"] if losses else 0,
-        "final_loss": losses[-1]["loss"] if losses else None,
-        "eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "wall_time_s": round(time.time() - started, 1),
-        "error": error,
-    }
+            return _reason(failure)
+    return None

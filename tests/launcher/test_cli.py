@@ -42,3 +42,15 @@ def test_errors_are_one_line_with_exit_code_2(cli, tmp_path):
     unknown = cli("+exp=lora_3m")
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown exp 'lora_3m': choose one of demo,")
     assert unknown.stderr.count("\n") == 1
+
+
+def test_a_sweep_checks_every_point_before_writing_any(cli, tmp_path):
+    bad = cli("-m", "launcher.dry_run=true", "optim.lr=1e-3,-1", f"launcher.run_dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and bad.stderr.endswith("error: optim.lr=-1.0 must be > 0: set optim.lr=2e-4\n")
+    assert not (tmp_path / "bad").exists(), "the first point was written before the second was checked"
+
+    good = cli("-m", "launcher.dry_run=true", "optim.lr=1e-3,2e-3", f"launcher.run_dir={tmp_path / 'good'}")
+    assert good.returncode == 0, good.stderr
+    lrs = [yaml.safe_load((tmp_path / "good" / n / "config.yaml").read_text())["optim"]["lr"] for n in ("0", "1")]
+    assert lrs == [1e-3, 2e-3]
+    assert not list((tmp_path / "elsewhere").iterdir()), "Hydra wrote into the working directory"

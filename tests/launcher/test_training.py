@@ -1,5 +1,6 @@
 """`python -m launcher` trains for real: Ray Train workers running DeepSpeed on CPU (gloo), no mocks."""
 
+import contextlib
 import json
 import math
 import os
@@ -58,10 +59,8 @@ def _kill_everything_started_by(process: subprocess.Popen) -> None:
 
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     for member in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-        except psutil.NoSuchProcess:
-            pass
     process.wait()
 
 
@@ -192,6 +191,20 @@ def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, check=True, capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_local_sweep_runs_its_points_one_after_another(launcher, tmp_path):
+    sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"
+    _finish(launcher("-m", f"launcher.run_dir={sweep_dir}", "train.max_steps=3", "optim.warmup_steps=0",
+                     "optim.lr=1e-3,2e-3", log=log), log)
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(p["point"], p["status"], p["job_id"]) for p in sweep["points"]] == [(0, "completed", None),
+                                                                                (1, "completed", None)]
+    for point in sweep["points"]:
+        run_dir = Path(point["run_dir"])
+        assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
+        assert "wandb_group: lr" in (run_dir / "config.yaml").read_text()
+    assert (sweep_dir / "multirun.yaml").is_file() and not (tmp_path / "multirun.yaml").exists()
 
 
 @pytest.mark.gpu

@@ -1,0 +1,92 @@
+"""cluster=slurm: render the sbatch script of a job from cluster/slurm/ray_job.sbatch.j2 into its run directory and
+submit it. Inside the allocation the script brings up Ray (launcher.backends.slurm_node) and runs the driver
+(launcher.backends.slurm_driver) against it.
+
+Everything the user typed that reaches the script is inert there: shell values are quoted with shlex, sbatch option
+values are either checked names (belle.config.cluster) or double-quoted the way sbatch parses ``#SBATCH`` lines,
+and the job name is reduced to safe characters. Secrets never enter it: the job inherits the submitting
+environment from sbatch (WANDB_API_KEY and the like), nothing is copied into the file.
+"""
+
+import re
+import shlex
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from belle.config import JobConfig
+from launcher.rundir import write_atomic
+
+SCRIPT = "slurm/job.sbatch"
+LOG_PATTERN = "slurm/job-%j.log"
+
+
+def log_path(run_dir: Path, job_id: str) -> Path:
+    """The job's log (every attempt appends to it)."""
+    return run_dir / LOG_PATTERN.replace("%j", job_id)
+
+
+def _sbatch_value(value: str) -> str:
+    """A value for an ``#SBATCH`` line, read by sbatch itself (no shell): double-quoted, with \\ and " escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _check_path(run_dir: Path) -> None:
+    text = str(run_dir)
+    if any(c in text for c in "%\n\r"):
+        raise ValueError(
+            f"launcher.run_dir={text!r} has a % or a line break, which Slurm's --output reads as a pattern: "
+            "set launcher.run_dir to a path without them"
+        )
+
+
+def render(job: JobConfig, run_dir: Path) -> str:
+    """The sbatch script of ``job`` (run directory ``run_dir``)."""
+    import jinja2
+
+    _check_path(run_dir)
+    env = jinja2.Environment(
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+    )
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["sbatch_path"] = lambda value: _sbatch_value(str(value))
+    template = (resources.files("launcher.cluster") / "slurm" / "ray_job.sbatch.j2").read_text()
+    c = job.cluster
+    return env.from_string(template).render(
+        c=c,
+        name=re.sub(r"\s+", " ", job.launcher.name),  # inside a comment: no line break may end it
+        job_name=re.sub(r"[^A-Za-z0-9_.-]", "_", job.launcher.name)[:64],
+        cpus=c.slurm_cpus_per_node,
+        run_dir=run_dir,
+        script_path=shlex.quote(str(run_dir / SCRIPT)),
+        log_pattern=run_dir / LOG_PATTERN,
+        python=c.python or sys.executable,
+    )
+
+
+def write_script(job: JobConfig, run_dir: Path) -> Path:
+    """Render the script into ``run_dir/slurm/job.sbatch`` (written whole) and return its path."""
+    script = run_dir / SCRIPT
+    write_atomic(script, render(job, run_dir))
+    script.chmod(0o755)
+    return script
+
+
+def submit(job: JobConfig, run_dir: Path) -> str:
+    """Submit the job's script with sbatch (which returns at once) and record it; return the Slurm job id."""
+    from launcher import jobs
+
+    script = write_script(job, run_dir)
+    try:
+        done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise RuntimeError("sbatch is not on PATH: run on a Slurm login node (or start cluster/dev/start.sh)") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"sbatch refused the job: {reason[0]} (script: {script})")
+    job_id = done.stdout.strip().split(";")[0]
+    log = log_path(run_dir, job_id)
+    jobs.record(job_id, job.launcher.name, run_dir, log)
+    print(f"submitted  Slurm job {job_id}\nlog        {log}\nfollow     python -m launcher.jobs logs {job_id} -f")
+    return job_id

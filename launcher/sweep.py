@@ -1,0 +1,59 @@
+"""Hydra sweeps (``python -m launcher -m …``): every point gets its own run directory under the sweep's, the sweep's
+W&B group, and a line in ``sweep.json`` (point → overrides → Slurm job id → run directory → status).
+
+    <launcher.run_dir>/sweep.json
+    <launcher.run_dir>/<point number>/   the point's run directory (config.yaml, checkpoints, summary.json, …)
+
+Running the same sweep again reuses the same directories, so finished points are skipped and the others resume.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from belle.config import JobConfig
+from launcher.rundir import write_atomic
+
+SUMMARY = "sweep.json"
+
+
+@dataclass
+class Point:
+    number: int
+    """Hydra's job number of this point."""
+    overrides: list[str]
+    """The overrides that make this point."""
+    root: Path | None = None
+    """The sweep's directory, once the point is placed."""
+
+    def place(self, job: JobConfig, sweep_dir: Path) -> Path:
+        """Put the point's run under ``sweep_dir``, name it ``<sweep>-<number>`` (the Slurm job, the W&B run) and put
+        it into the sweep's W&B group (unless one is set)."""
+        self.root = sweep_dir
+        directory = sweep_dir / str(self.number)
+        job.launcher.run_dir = str(directory)
+        job.launcher.name = f"{sweep_dir.name}-{self.number}"
+        job.monitor.wandb_group = job.monitor.wandb_group or sweep_dir.name
+        return directory
+
+
+def current_point() -> Point | None:
+    """The sweep point being composed, or None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    return Point(int(hydra.job.num), list(hydra.overrides.task))
+
+
+def record_point(point: Point, run_dir: Path, status: str, job_id: str | None = None) -> None:
+    """Add or update the point's line in the sweep's sweep.json (written whole)."""
+    path = point.root / SUMMARY
+    sweep = json.loads(path.read_text()) if path.is_file() else {"sweep": point.root.name, "points": []}
+    points = {p["point"]: p for p in sweep["points"]}
+    points[point.number] = {"point": point.number, "overrides": point.overrides, "job_id": job_id,
+                            "run_dir": str(run_dir), "status": status}
+    sweep["points"] = [points[n] for n in sorted(points)]
+    write_atomic(path, json.dumps(sweep, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,213 @@
+"""cluster=slurm against a real Slurm (cluster/dev/start.sh: slurmctld + two slurmd nodes on this machine): Ray
+brought up across the job's nodes, preemption with requeue and resume, a bring-up failure, sweeps, job records."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow]
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
+RAY = ("raylet", "gcs_server", "ray::", "slurm_node", "slurm_driver")
+# every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
+SMALL = ("cluster=slurm", "cluster.cpu_workers_per_node=1", "monitor.log_every=1", "monitor.wandb_mode=offline",
+         "cluster.ray_join_timeout_s=120")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _slurm_is_up():
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True) if shutil.which("scontrol") else None
+    if ping is None or "UP" not in ping.stdout:
+        pytest.fail("no Slurm answers here: start the development one with cluster/dev/start.sh")
+
+
+@pytest.fixture
+def submit(tmp_path, workers_env, monkeypatch):
+    """``submit(*overrides)`` runs ``python -m launcher OVERRIDES`` (which returns once sbatch has), with job records
+    and W&B files under tmp_path and two secrets in the environment; every job it started is cancelled at the end."""
+    monkeypatch.setenv("BELLE_HOME", str(tmp_path / "belle-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+    def _submit(*overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+        out = subprocess.run([sys.executable, "-m", "launcher", *(["-m"] if multirun else []), *SMALL, *overrides],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        return out
+
+    yield _submit
+    for entry in _records():
+        subprocess.run(["scancel", entry["job_id"]], capture_output=True)
+    for entry in _records():
+        _wait_for_end(entry["job_id"], timeout=60)
+    _wait_until_no_ray_is_left()
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a Hydra override value (single-quoted)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _records() -> list[dict]:
+    from launcher.jobs import records
+
+    return records()
+
+
+def _job_id(out: subprocess.CompletedProcess) -> str:
+    return re.search(r"submitted  Slurm job (\d+)", out.stdout).group(1)
+
+
+def _state(job_id: str) -> dict:
+    from launcher.jobs import slurm_state
+
+    return slurm_state(job_id)
+
+
+def _wait_for_end(job_id: str, timeout: float = 420) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = _state(job_id)
+        if state.get("JobState") in ENDED:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not end within {timeout} s: {_state(job_id)}")
+
+
+def _ray_left() -> list[str]:
+    return [" ".join(p.info["cmdline"] or [p.info["name"]]) for p in psutil.process_iter(["name", "cmdline"])
+            if any(n in " ".join(p.info["cmdline"] or [p.info["name"] or ""]) for n in RAY)]
+
+
+def _wait_until_no_ray_is_left(timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while _ray_left() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _ray_left(), _ray_left()
+
+
+def _files_text(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.stat().st_size
+                     < 5_000_000)
+
+
+def test_two_node_job_brings_up_ray_trains_and_tears_down(submit, tmp_path):
+    name = "two nodes \"$(touch pwned)\" `touch pwned2`"
+    run_dir = tmp_path / "runs" / "a b '$(touch pwned3)'"
+    out = submit("cluster.nodes=2", "train.max_steps=6", f"launcher.name={_quoted(name)}",
+                 f"launcher.run_dir={_quoted(str(run_dir))}")
+    job_id = _job_id(out)
+    assert f"run dir    {run_dir}" in out.stdout and f"log        {run_dir}/slurm/job-{job_id}.log" in out.stdout
+
+    state = _wait_for_end(job_id)
+    log = (run_dir / "slurm" / f"job-{job_id}.log").read_text()
+    assert state["JobState"] == "COMPLETED", log[-3000:]
+    assert state["NodeList"] == "node[1-2]"
+    assert "node1: Ray head" in log and "node2: Ray worker" in log
+    assert log.index("Ray is up: 2 nodes (node1 node2), 2 workers") < log.index("step 1/6 ")  # joined, then trained
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    _wait_until_no_ray_is_left()
+    assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
+    everything = _files_text(run_dir)
+    assert not any(secret in everything for secret in SECRETS.values()), "a secret was written to the run dir"
+
+
+def test_preempted_job_saves_requeues_and_resumes(submit, tmp_path):
+    run_dir = tmp_path / "preempt"
+    out = submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2", "train.max_steps=40", "train.save_every=100")
+    job_id = _job_id(out)
+    log_file = run_dir / "slurm" / f"job-{job_id}.log"
+    deadline = time.time() + 300
+    while not (log_file.is_file() and "step 3/40 " in log_file.read_text()):
+        assert time.time() < deadline and _state(job_id).get("JobState") not in ENDED, "the job did not train"
+        time.sleep(0.5)
+    # what Slurm's --signal=B:USR1@N does before the time limit, now
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True)
+    deadline = time.time() + 300
+    while _state(job_id).get("Restarts", "0") == "0" or _state(job_id).get("JobState") != "PENDING":
+        assert time.time() < deadline and _state(job_id).get("JobState") not in ENDED, _state(job_id)
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the requeue hold
+
+    state = _wait_for_end(job_id)
+    log = log_file.read_text()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log[-3000:]
+    saved = int(re.search(r"stopped on request after saving step (\d+)", log).group(1))
+    assert 3 <= saved < 40 and "attempt 2" in log and f"step {saved + 1}/40 " in log
+    assert all(log.count(f"step {step}/40 ") == 1 for step in range(1, 41)), "a step was trained twice"
+    assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == \
+        list(range(1, 41))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # one W&B run, two attempts
+
+
+def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_path):
+    """node2's slurmd frozen: the job gets both nodes, but nothing starts on node2."""
+    run_dir, timeout = tmp_path / "stuck", 20
+    slurmd = next(p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"][:3] == ["slurmd", "-N", "node2"])
+    slurmd.suspend()
+    try:
+        job_id = _job_id(submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2",
+                                f"cluster.ray_join_timeout_s={timeout}"))
+        started, summary = time.time(), run_dir / "summary.json"
+        while not summary.is_file():
+            assert time.time() - started < timeout + 60, "the job hung past its join timeout"
+            time.sleep(0.5)
+    finally:
+        slurmd.resume()
+    failure = json.loads(summary.read_text())
+    assert failure["status"] == "failed" and failure["error"].startswith("Ray on node2 did not join"), failure
+    assert f"within {timeout} s (1 of 2 nodes did)" in failure["error"]
+    assert "cluster.ray_join_timeout_s" in failure["error"]
+    assert _wait_for_end(job_id, timeout=120)["JobState"] == "FAILED"
+    _wait_until_no_ray_is_left()
+
+
+def test_sweep_submits_one_job_per_point_and_records_them(submit, tmp_path):
+    sweep_dir = tmp_path / "lr-sweep"
+    out = submit(f"launcher.run_dir={sweep_dir}", "train.max_steps=6", "optim.lr=1e-3,2e-3,3e-3", multirun=True)
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [p["point"] for p in sweep["points"]] == [0, 1, 2] and out.stdout.count("submitted  Slurm job") == 3
+    for point in sweep["points"]:
+        assert _wait_for_end(point["job_id"])["JobState"] == "COMPLETED"
+        run_dir = Path(point["run_dir"])
+        assert run_dir == sweep_dir / str(point["point"])
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+        assert f"optim.lr={(0.001, 0.002, 0.003)[point['point']]}" in point["overrides"]
+        config = (run_dir / "config.yaml").read_text()
+        assert "wandb_group: lr-sweep" in config
+
+    listed = subprocess.run([sys.executable, "-m", "launcher.jobs", "list"], capture_output=True, text=True)
+    for point in sweep["points"]:
+        row = rf"^{point['job_id']}\s+lr-sweep-{point['point']}\s+COMPLETED\s+completed\s+6\s"
+        assert re.search(row, listed.stdout, re.M), listed.stdout
+    first = sweep["points"][0]["job_id"]
+    status = subprocess.run([sys.executable, "-m", "launcher.jobs", "status", first], capture_output=True, text=True)
+    assert "slurm      COMPLETED" in status.stdout and "run        completed: 6 steps" in status.stdout
+    logs = subprocess.run([sys.executable, "-m", "launcher.jobs", "logs", first, "-n", "5"], capture_output=True,
+                          text=True)
+    assert f"job {first} attempt 1 ended with exit code 0" in logs.stdout
+
+
+def test_cancel_a_waiting_job(submit, tmp_path):
+    out = submit(f"launcher.run_dir={tmp_path / 'later'}", "cluster.sbatch_extra=['--begin=now+3600']")
+    job_id = _job_id(out)
+    assert _state(job_id)["JobState"] == "PENDING"
+    cancel = subprocess.run([sys.executable, "-m", "launcher.jobs", "cancel", job_id], capture_output=True, text=True)
+    assert cancel.returncode == 0 and f"cancelled Slurm job {job_id}" in cancel.stdout
+    assert _wait_for_end(job_id, timeout=30)["JobState"] == "CANCELLED"
+    missing = subprocess.run([sys.executable, "-m", "launcher.jobs", "status", "nope"], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no job 'nope' was submitted from here")

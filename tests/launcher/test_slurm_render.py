@@ -1,0 +1,81 @@
+"""The sbatch script rendered for cluster=slurm: every value typed by a user is inert, no secret is written."""
+
+import re
+import subprocess
+
+import pytest
+
+from launcher.backends.slurm import render
+
+NASTY = """x"; $(touch {0}/pwned) `touch {0}/pwned2` 'q"""
+
+
+@pytest.fixture
+def slurm_job(job):
+    return lambda *overrides: job("cluster=slurm", "cluster.nodes=2", "cluster.cpu_workers_per_node=1", *overrides)
+
+
+def _shell_value(script: str, name: str, tmp_path) -> str:
+    """What bash makes of the script's ``NAME=…`` line."""
+    line = next(line for line in script.splitlines() if line.startswith(f"{name}="))
+    return subprocess.run(["bash", "-c", f'{line}\nprintf %s "${name}"'], capture_output=True, text=True,
+                          cwd=tmp_path, check=True).stdout
+
+
+def test_values_with_quotes_and_substitutions_stay_inert(slurm_job, tmp_path):
+    run_dir = tmp_path / NASTY.format(tmp_path).replace("/", "_")
+    job = slurm_job("cluster.srun_args=['--container-image=/img/a b.sqsh']")
+    job.launcher.name = NASTY.format(tmp_path)
+    script = render(job, run_dir)
+
+    assert _shell_value(script, "RUN_DIR", tmp_path) == str(run_dir)
+    assert not list(tmp_path.glob("pwned*")), "a substitution ran"
+    assert re.search(r"^#SBATCH --job-name=[A-Za-z0-9_.-]+$", script, re.M)
+    for line in script.splitlines():
+        if line.startswith("#") and "belle-launcher job" in line:
+            assert "\n" not in line  # the name sits in a comment
+    sbatch_chdir = next(line for line in script.splitlines() if line.startswith("#SBATCH --chdir="))
+    assert sbatch_chdir.endswith('"') and '\\"' in sbatch_chdir  # sbatch's own quoting: " escaped inside "…"
+    assert "'--container-image=/img/a b.sqsh'" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_secrets_from_the_environment_are_not_written(slurm_job, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-1234567890")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_0987654321")
+    script = render(slurm_job(), tmp_path / "run")
+    assert "wandb-secret" not in script and "hf_secret" not in script
+
+
+def test_every_option_comes_from_the_config(slurm_job, tmp_path):
+    script = render(slurm_job(
+        "cluster.partition=gpu", "cluster.account=proj-1", "cluster.qos=high", "cluster.constraint='a100&ib'",
+        "cluster.time=1-12:00:00", "cluster.signal_delay_s=600", "cluster.max_requeues=5",
+        "cluster.sbatch_extra=['--exclusive','--mem=0']", "cluster.setup=['module load cuda/12.4']",
+        "cluster.cpus_per_node=16", "cluster.ray_join_timeout_s=90",
+    ), tmp_path / "run")
+    for expected in ("--partition=gpu", "--account=proj-1", "--qos=high", "--constraint=a100&ib",
+                     "--time=1-12:00:00", "--signal=B:USR1@600", "#SBATCH --exclusive", "#SBATCH --mem=0",
+                     "\nmodule load cuda/12.4\n", "--cpus-per-task=16", "--nodes=2", "< 5 ))", "--timeout 90"):
+        assert expected in script, expected
+    assert "--gpus-per-node" not in script
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cluster.partition='gpu; rm -rf /'", "cluster.partition='gpu; rm -rf /' has characters"),
+    ("cluster.time=4h", "cluster.time='4h' is not a Slurm time"),
+    ("cluster.signal_delay_s=7200", "cluster.signal_delay_s=7200 must be > 0 and below cluster.time=01:00:00"),
+    ("cluster.sbatch_extra=[exclusive]", "cluster.sbatch_extra entry 'exclusive' is not one option"),
+])
+def test_bad_slurm_settings_are_refused_before_anything_is_written(cli, tmp_path, override, message):
+    out = cli("cluster=slurm", "cluster.time=01:00:00", override, f"launcher.run_dir={tmp_path / 'run'}")
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_renders_without_submitting(cli, tmp_path):
+    out = cli("cluster=slurm", "launcher.dry_run=true", f"launcher.run_dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr
+    script = tmp_path / "run" / "slurm" / "job.sbatch"
+    assert "sbatch script (not submitted)" in out.stdout and script.read_text() in out.stdout
+    assert "#SBATCH --nodes=1" in script.read_text()
