@@ -3,6 +3,7 @@ or the Ray a Slurm job brought up (the driver has connected already)."""
 
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,18 @@ def _worker(config: dict) -> None:
     train(config["job"], Path(config["run_dir"]))
 
 
+def connect(**init_args) -> None:
+    """``ray.init(**init_args)``, keeping this process's SIGTERM/SIGUSR1 handlers: Ray's core worker installs a crash
+    handler that aborts on SIGTERM, which would cut a graceful stop (launcher.launch.graceful_stop) short."""
+    import ray
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    ray.init(**init_args)
+    for s, handler in handlers.items():
+        if callable(handler):
+            signal.signal(s, handler)
+
+
 @contextmanager
 def _ray(job: JobConfig):
     """Connect to the job's Ray: start an embedded one on 127.0.0.1 (shut down afterwards) or join cluster.address."""
@@ -44,7 +57,7 @@ def _ray(job: JobConfig):
         yield
         return
     if c.kind == "ray":
-        ray.init(address=c.address)
+        connect(address=c.address)
         try:
             yield
         finally:
@@ -52,7 +65,7 @@ def _ray(job: JobConfig):
         return
     # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp rather than $TMPDIR
     temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
-    ray.init(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+    connect(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
     try:
         yield
     finally:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from launcher.backends.ray_train import connect
 from launcher.backends.slurm_node import RAY_ENV, _wait_for_head, node_resource
 from launcher.launch import EXIT_PREEMPTED, Preempted, graceful_stop, launch, summarise, write_summary
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             try:
                 since = time.monotonic()
-                ray.init(address=_wait_for_head(args.info, args.timeout))
+                connect(address=_wait_for_head(args.info, args.timeout))
                 wait_for_nodes(args.nodes, c.workers_per_node * c.cpus_per_worker, c.gpus_per_node, args.timeout,
                                since)
             except (RuntimeError, ConnectionError) as exc:  # bring-up failed: nothing trained, the summary says why
