@@ -47,12 +47,16 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_reusable(directory, config)
+    slurm = job.cluster.kind == "slurm"
+    if slurm and launching:
+        from launcher.jobs import check_run_dir_is_free
+
+        check_run_dir_is_free(directory)
     if _checking_sweep:
         return directory
     write_run_files(directory, config, plan)
     print(describe(plan))
     print(f"run dir    {directory}")
-    slurm = job.cluster.kind == "slurm"
     if job.launcher.preview:
         from launcher.preview import preview
 

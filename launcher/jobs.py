@@ -49,6 +49,23 @@ def find(key: str) -> dict:
     raise ValueError(f"no job {key!r} was submitted from here ({records_file()}): `python -m launcher.jobs list`")
 
 
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED")
+"""Slurm job states after which the job no longer touches its run directory (a requeued job shows PENDING)."""
+
+
+def check_run_dir_is_free(run_dir: Path) -> None:
+    """Refuse a run directory that a job submitted from here still uses (pending, running, requeued)."""
+    for entry in records():
+        if Path(entry["run_dir"]) == run_dir:
+            state = slurm_state(entry["job_id"]).get("JobState")
+            if state and state not in ENDED:
+                raise ValueError(
+                    f"launcher.run_dir={run_dir} is in use by Slurm job {entry['job_id']} ({state}): wait for it, "
+                    f"cancel it (python -m launcher.jobs cancel {entry['job_id']}) or set another launcher.run_dir"
+                )
+
+
 def slurm_state(job_id: str) -> dict:
     """JobState, Reason, Restarts, NodeList … of a job as scontrol shows it; {} once Slurm has forgotten it."""
     done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)

@@ -11,33 +11,19 @@
 # Writes /etc/slurm/slurm.conf and cgroup.conf, but never over files it did not write.
 # Installs the Debian packages if missing. Needs root (re-runs itself with sudo).
 set -euo pipefail
-
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cluster/dev/common.sh
+source "$HERE/common.sh"
 STATE=${BELLE_SLURM_STATE:-/tmp/belle-slurm}
-CONF=/etc/slurm/slurm.conf
-CGCONF=/etc/slurm/cgroup.conf
-MARKER="# written by belle-launcher cluster/dev/start.sh"
 NODES=(node1 node2)
 PORTS=(6821 6822)            # one slurmd port per node; slurmctld keeps the default 6817
 TIMEOUT=60                   # seconds to wait for the cluster to become usable
-export PATH=$PATH:/usr/sbin:/sbin DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive
 
-log() { echo "[slurm-dev] $*"; }
-die() { echo "[slurm-dev] error: $*" >&2; exit 1; }
+parse_flag fresh "$@"
+fresh=$FLAG
 
-fresh=0
-for arg in "$@"; do
-  case $arg in
-    --fresh) fresh=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$arg' (usage: $0 [--fresh])" ;;
-  esac
-done
-
-if [[ $EUID -ne 0 ]]; then
-  command -v sudo >/dev/null || die "needs root (or sudo)"
-  exec sudo env BELLE_SLURM_STATE="$STATE" "$0" "$@"
-fi
+as_root "$@"
 
 # --- packages -------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null; then
@@ -49,12 +35,6 @@ if ! command -v slurmctld >/dev/null; then
 fi
 
 # --- helpers --------------------------------------------------------------------
-# alive FILE NAME: FILE holds the pid of a live (non-zombie) process called NAME.
-alive() {
-  local pid
-  pid=$(cat "$1" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
-}
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 # node states, "node1 idle" per line; usable = idle/mix/alloc with no flag suffix (*, ~, #, …)
@@ -147,7 +127,7 @@ render_cgconf() {
 }
 
 for f in "$CONF" "$CGCONF"; do
-  if [[ -e $f ]] && ! grep -qxF "$MARKER" "$f"; then
+  if [[ -e $f ]] && ! ours "$f"; then
     die "$f exists and was not written by this script; move it away (e.g. mv $f $f.orig) and rerun"
   fi
 done

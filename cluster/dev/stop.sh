@@ -9,42 +9,22 @@
 # The state dir is the one recorded in /etc/slurm/slurm.conf by start.sh, else
 # $BELLE_SLURM_STATE (default /tmp/belle-slurm). Needs root (re-runs itself with sudo).
 set -euo pipefail
+# shellcheck source=cluster/dev/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-CONF=/etc/slurm/slurm.conf
-CGCONF=/etc/slurm/cgroup.conf
-MARKER="# written by belle-launcher cluster/dev/start.sh"
-export PATH=$PATH:/usr/sbin:/sbin
 
-log() { echo "[slurm-dev] $*"; }
-die() { echo "[slurm-dev] error: $*" >&2; exit 1; }
 
-purge=0
-for arg in "$@"; do
-  case $arg in
-    --purge) purge=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$arg' (usage: $0 [--purge])" ;;
-  esac
-done
+parse_flag purge "$@"
+purge=$FLAG
 
-if [[ $EUID -ne 0 ]]; then
-  command -v sudo >/dev/null || die "needs root (or sudo)"
-  exec sudo env ${BELLE_SLURM_STATE+BELLE_SLURM_STATE="$BELLE_SLURM_STATE"} "$0" "$@"
-fi
+as_root "$@"
 
-ours() { [[ -e $1 ]] && grep -qxF "$MARKER" "$1"; }
 STATE=${BELLE_SLURM_STATE:-/tmp/belle-slurm}
 if ours "$CONF"; then
   STATE=$(sed -n 's/^# state: \([^ ]*\).*/\1/p' "$CONF")
   [[ -n $STATE ]] || die "$CONF has no '# state:' line; rerun cluster/dev/start.sh"
 fi
 
-# alive FILE NAME: FILE holds the pid of a live (non-zombie) process called NAME.
-alive() {
-  local pid
-  pid=$(cat "$1" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
-}
 gone() { [[ ! -e /proc/$1 ]] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
 # stop_daemon FILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.

@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from launcher.jobs import ENDED
+
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow]
 
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
 RAY = ("raylet", "gcs_server", "ray::", "slurm_node", "slurm_driver")
 # every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
@@ -157,7 +158,8 @@ def test_preempted_job_saves_requeues_and_resumes(submit, tmp_path):
 def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_path):
     """node2's slurmd frozen: the job gets both nodes, but nothing starts on node2."""
     run_dir, timeout = tmp_path / "stuck", 20
-    slurmd = next(p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"][:3] == ["slurmd", "-N", "node2"])
+    slurmd = next(p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:3] == [
+        "slurmd", "-N", "node2"])
     slurmd.suspend()
     try:
         job_id = _job_id(submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2",
@@ -203,9 +205,11 @@ def test_sweep_submits_one_job_per_point_and_records_them(submit, tmp_path):
 
 
 def test_cancel_a_waiting_job(submit, tmp_path):
-    out = submit(f"launcher.run_dir={tmp_path / 'later'}", "cluster.sbatch_extra=['--begin=now+3600']")
-    job_id = _job_id(out)
+    later = ("cluster.sbatch_extra=['--begin=now+3600']", f"launcher.run_dir={tmp_path / 'later'}")
+    job_id = _job_id(submit(*later))
     assert _state(job_id)["JobState"] == "PENDING"
+    again = subprocess.run([sys.executable, "-m", "launcher", *SMALL, *later], capture_output=True, text=True)
+    assert again.returncode == 2 and f"is in use by Slurm job {job_id} (PENDING)" in again.stderr, again.stderr
     cancel = subprocess.run([sys.executable, "-m", "launcher.jobs", "cancel", job_id], capture_output=True, text=True)
     assert cancel.returncode == 0 and f"cancelled Slurm job {job_id}" in cancel.stdout
     assert _wait_for_end(job_id, timeout=30)["JobState"] == "CANCELLED"
