@@ -13,7 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from belle.config import JobConfig
 from launcher.store import register
+from launcher.sweep import Point
 
 register()
 
@@ -31,14 +33,13 @@ def run(cfg: DictConfig) -> Path:
     from launcher.plan import make_plan
     from launcher.report import describe
     from launcher.rundir import check_reusable, write_run_files
-    from launcher.sweep import current_point, record_point
+    from launcher.sweep import current_point
 
     job = to_job(cfg)
     point = current_point()
     directory = run_dir(job)
     if point:
         directory = point.place(job, directory)
-    launching = not job.launcher.dry_run and not job.launcher.preview
     if not job.launcher.dry_run:
         from belle.model.architecture import check_model_path
 
@@ -47,8 +48,7 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_reusable(directory, config)
-    slurm = job.cluster.kind == "slurm"
-    if slurm and launching:
+    if job.cluster.kind == "slurm" and job.launcher.launches:
         from launcher.jobs import check_run_dir_is_free
 
         check_run_dir_is_free(directory)
@@ -57,21 +57,29 @@ def run(cfg: DictConfig) -> Path:
     write_run_files(directory, config, plan)
     print(describe(plan))
     print(f"run dir    {directory}")
+    _start(job, directory, point)
+    return directory
+
+
+def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
+    """Preview, render (dry run with cluster=slurm), submit to Slurm, or train here; a sweep point is recorded."""
+    from launcher.sweep import record_point
+
     if job.launcher.preview:
         from launcher.preview import preview
 
         preview(job, directory / "preview.jsonl")
-    elif slurm:
+    elif job.cluster.kind == "slurm":
         from launcher.backends import slurm as sbatch
 
-        if launching:
+        if job.launcher.launches:
             job_id = sbatch.submit(job, directory)
             if point:
                 record_point(point, directory, job_id=job_id, status="submitted")
         else:
             script = sbatch.write_script(job, directory)
             print(f"sbatch script (not submitted) {script}:\n\n{script.read_text()}")
-    elif launching:
+    elif job.launcher.launches:
         from launcher.launch import graceful_stop, launch, read_summary
 
         try:
@@ -80,7 +88,6 @@ def run(cfg: DictConfig) -> Path:
         finally:
             if point:
                 record_point(point, directory, status=(read_summary(directory) or {}).get("status", "failed"))
-    return directory
 
 
 _TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -25,6 +25,11 @@ class LauncherConfig:
     preview: int = 0
     """Render this many training samples as the model sees them (preview.jsonl), start nothing."""
 
+    @property
+    def launches(self) -> bool:
+        """Whether this command starts training (neither a dry run nor a preview)."""
+        return not self.dry_run and not self.preview
+
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "launcher.name is empty: set launcher.name=<run name>")
         require(self.preview >= 0, f"launcher.preview={self.preview} must be >= 0: set launcher.preview=5")
