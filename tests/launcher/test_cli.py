@@ -49,8 +49,11 @@ def test_a_sweep_checks_every_point_before_writing_any(cli, tmp_path):
     assert bad.returncode == 2 and bad.stderr.endswith("error: optim.lr=-1.0 must be > 0: set optim.lr=2e-4\n")
     assert not (tmp_path / "bad").exists(), "the first point was written before the second was checked"
 
-    good = cli("-m", "launcher.dry_run=true", "optim.lr=1e-3,2e-3", f"launcher.run_dir={tmp_path / 'good'}")
+    good = cli("-m", "launcher.dry_run=true", "optim.lr=choice(1e-3,2e-3)", "train.max_steps=range(10,30,10)",
+               f"launcher.run_dir={tmp_path / 'good'}")
     assert good.returncode == 0, good.stderr
-    lrs = [yaml.safe_load((tmp_path / "good" / n / "config.yaml").read_text())["optim"]["lr"] for n in ("0", "1")]
-    assert lrs == [1e-3, 2e-3]
+    points = [yaml.safe_load((tmp_path / "good" / str(n) / "config.yaml").read_text()) for n in range(4)]
+    assert [(p["optim"]["lr"], p["train"]["max_steps"]) for p in points] == [
+        (1e-3, 10), (1e-3, 20), (2e-3, 10), (2e-3, 20)]
+    assert [p["launcher"]["name"] for p in points] == ["good-0", "good-1", "good-2", "good-3"]
     assert not list((tmp_path / "elsewhere").iterdir()), "Hydra wrote into the working directory"
