@@ -48,10 +48,13 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_reusable(directory, config)
-    if job.cluster.kind == "slurm" and job.launcher.launches:
+    if job.cluster.kind == "slurm":
+        from launcher.backends.slurm import check_run_dir
         from launcher.jobs import check_run_dir_is_free
 
-        check_run_dir_is_free(directory)
+        check_run_dir(directory)
+        if job.launcher.launches:
+            check_run_dir_is_free(directory)
     if _checking_sweep:
         return directory
     write_run_files(directory, config, plan)

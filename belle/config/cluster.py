@@ -124,7 +124,7 @@ class ClusterConfig:
             f"({limit} s): set cluster.signal_delay_s={max(1, min(300, limit // 10))}",
         )
         if self.cpus_per_node is not None:
-            need = self.workers_per_node * self.cpus_per_worker
+            need = self.ray_cpus_per_node
             require(
                 self.cpus_per_node >= need,
                 f"cluster.cpus_per_node={self.cpus_per_node} is below the {need} CPUs the node's workers reserve: "
@@ -150,9 +150,14 @@ class ClusterConfig:
         return self.gpus_per_node if self.use_gpu else self.cpu_workers_per_node
 
     @property
+    def ray_cpus_per_node(self) -> int:
+        """CPUs each node's Ray offers: its training workers' share."""
+        return self.workers_per_node * self.cpus_per_worker
+
+    @property
     def slurm_cpus_per_node(self) -> int:
         """CPUs the Slurm job allocates on each node."""
-        return self.cpus_per_node or self.workers_per_node * self.cpus_per_worker
+        return self.cpus_per_node or self.ray_cpus_per_node
 
     @property
     def use_gpu(self) -> bool:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from launcher.backends.ray_train import connect
-from launcher.backends.slurm_node import RAY_ENV, _wait_for_head, node_resource
+from launcher.backends.slurm_node import RAY_ENV, node_resource, wait_for_head
 from launcher.launch import EXIT_PREEMPTED, Preempted, graceful_stop, launch, summarise, write_summary
 
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             try:
                 since = time.monotonic()
-                connect(address=_wait_for_head(args.info, args.timeout))
-                wait_for_nodes(args.nodes, c.workers_per_node * c.cpus_per_worker, c.gpus_per_node, args.timeout,
+                connect(address=wait_for_head(args.info, args.timeout))
+                wait_for_nodes(args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout,
                                since)
             except (RuntimeError, ConnectionError) as exc:  # bring-up failed: nothing trained, the summary says why
                 write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))

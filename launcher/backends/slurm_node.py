@@ -65,7 +65,8 @@ def pick_ports(count: int, block: int, low: int, high: int) -> tuple[list[int], 
                        "widen cluster.ray_port_min/ray_port_max")
 
 
-def _wait_for_head(info: Path, timeout: float) -> str:
+def wait_for_head(info: Path, timeout: float) -> str:
+    """The Ray address the head wrote to ``info``, waiting up to ``timeout`` seconds for it."""
     deadline = time.monotonic() + timeout
     while not info.is_file():
         if time.monotonic() > deadline:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray.util
 
     ip = ray.util.get_node_ip_address()  # the routable address (a hostname may resolve to 127.0.1.1)
-    address = _wait_for_head(args.info, args.timeout) if args.role == "worker" else None
+    address = wait_for_head(args.info, args.timeout) if args.role == "worker" else None
     command = ray_start_args(args.role, args.node, args, ip, address)
     print(f"{args.node}: Ray {args.role} on {ip}" + (f", joining {address}" if address else ""), flush=True)
     node = subprocess.Popen(command, env=os.environ | RAY_ENV)

@@ -25,19 +25,23 @@ def _shell_value(script: str, name: str, tmp_path) -> str:
 def test_values_with_quotes_and_substitutions_stay_inert(slurm_job, tmp_path):
     run_dir = tmp_path / NASTY.format(tmp_path).replace("/", "_")
     job = slurm_job("cluster.srun_args=['--container-image=/img/a b.sqsh']")
-    job.launcher.name = NASTY.format(tmp_path)
+    job.launcher.name = NASTY.format(tmp_path) + f"\ntouch {tmp_path}/pwned4"  # a line break, too
     script = render(job, run_dir)
 
     assert _shell_value(script, "RUN_DIR", tmp_path) == str(run_dir)
     assert not list(tmp_path.glob("pwned*")), "a substitution ran"
     assert re.search(r"^#SBATCH --job-name=[A-Za-z0-9_.-]+$", script, re.M)
-    for line in script.splitlines():
-        if line.startswith("#") and "belle-launcher job" in line:
-            assert "\n" not in line  # the name sits in a comment
+    assert not [line for line in script.splitlines() if "pwned4" in line and not line.startswith("#")]
     sbatch_chdir = next(line for line in script.splitlines() if line.startswith("#SBATCH --chdir="))
     assert sbatch_chdir.endswith('"') and '\\"' in sbatch_chdir  # sbatch's own quoting: " escaped inside "…"
     assert "'--container-image=/img/a b.sqsh'" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_a_run_dir_slurm_would_misread_is_refused_before_anything_is_written(cli, tmp_path):
+    out = cli("cluster=slurm", "launcher.dry_run=true", f"launcher.run_dir={tmp_path / 'run%j'}")
+    assert out.returncode == 2 and "has a % or a line break" in out.stderr, out.stderr
+    assert not (tmp_path / "run%j").exists()
 
 
 def test_secrets_from_the_environment_are_not_written(slurm_job, tmp_path, monkeypatch):
