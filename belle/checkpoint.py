@@ -5,13 +5,11 @@ killed mid-save resumes from the previous checkpoint; older checkpoints are remo
 """
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-LATEST = "latest"
+from belle.rundir import CHECKPOINTS, LATEST, write_atomic
 
 
 def step_dir_name(step: int) -> str:
@@ -21,7 +19,7 @@ def step_dir_name(step: int) -> str:
 
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint folder of the run, or None before the first one."""
-    pointer = Path(run_dir) / "checkpoints" / LATEST
+    pointer = Path(run_dir) / CHECKPOINTS / LATEST
     if not pointer.is_file():
         return None
     return pointer.parent / json.loads(pointer.read_text())["dir"]
@@ -32,7 +30,7 @@ def save(run_dir: Path, step: int, keep_last: int, write: Callable[[Path], None]
     save_checkpoint); then rank 0 moves ``latest`` and removes checkpoints beyond the newest ``keep_last``."""
     import torch.distributed as dist
 
-    checkpoints = Path(run_dir) / "checkpoints"
+    checkpoints = Path(run_dir) / CHECKPOINTS
     folder = checkpoints / step_dir_name(step)
     if dist.get_rank() == 0:
         shutil.rmtree(folder, ignore_errors=True)  # what a save killed half-way through left behind
@@ -41,14 +39,7 @@ def save(run_dir: Path, step: int, keep_last: int, write: Callable[[Path], None]
     write(folder)
     dist.barrier()  # every rank's files are on disk
     if dist.get_rank() == 0:
-        _point_latest(checkpoints, step)
+        write_atomic(checkpoints / LATEST, json.dumps({"step": step, "dir": step_dir_name(step)}))
         for old in sorted(checkpoints.glob("step-*"))[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def _point_latest(checkpoints: Path, step: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=checkpoints, prefix=f".{LATEST}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"step": step, "dir": step_dir_name(step)}, f)
-    os.replace(tmp, checkpoints / LATEST)

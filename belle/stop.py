@@ -9,11 +9,11 @@ the process that made it; every rank checks it each step and all stop at the sam
 """
 
 import json
-import os
 from pathlib import Path
 
-REQUEST = "stop-requested"
-ANSWER = "stopped"
+from belle.rundir import STOP_REQUEST as REQUEST
+from belle.rundir import STOPPED as ANSWER
+from belle.rundir import write_atomic
 
 
 def request(run_dir: Path, reason: str) -> None:
@@ -30,9 +30,7 @@ def acknowledge(run_dir: Path, step: int) -> None:
     """Rank 0, after the checkpoint of ``step`` is complete: turn the request into the answer."""
     run_dir = Path(run_dir)
     reason = (run_dir / REQUEST).read_text().strip() if (run_dir / REQUEST).exists() else ""
-    tmp = run_dir / f".{ANSWER}.tmp"
-    tmp.write_text(json.dumps({"step": step, "reason": reason}) + "\n")
-    os.replace(tmp, run_dir / ANSWER)
+    write_atomic(run_dir / ANSWER, json.dumps({"step": step, "reason": reason}) + "\n")
     (run_dir / REQUEST).unlink(missing_ok=True)
 
 

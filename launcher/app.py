@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from belle import rundir
 from belle.config import JobConfig
 from launcher.store import register
 from launcher.sweep import Point
@@ -32,7 +33,7 @@ def run(cfg: DictConfig) -> Path:
     from launcher.inspect_data import inspect_data
     from launcher.plan import make_plan
     from launcher.report import describe
-    from launcher.rundir import check_reusable, write_run_files
+    from launcher.rundir import check_run_dir, write_run_files
     from launcher.sweep import current_point
 
     job = to_job(cfg)
@@ -47,7 +48,7 @@ def run(cfg: DictConfig) -> Path:
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
-    check_reusable(directory, config)
+    check_run_dir(directory, config)
     if job.cluster.kind == "slurm":
         from launcher.backends.slurm import check_run_dir
         from launcher.jobs import check_run_dir_is_free
@@ -71,7 +72,7 @@ def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
     if job.launcher.preview:
         from launcher.preview import preview
 
-        preview(job, directory / "preview.jsonl")
+        preview(job, directory / rundir.PREVIEW)
     elif job.cluster.kind == "slurm":
         from launcher.backends import slurm as sbatch
 
@@ -83,14 +84,14 @@ def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
             script = sbatch.write_script(job, directory)
             print(f"sbatch script (not submitted) {script}:\n\n{script.read_text()}")
     elif job.launcher.launches:
-        from launcher.launch import graceful_stop, launch, read_summary
+        from launcher.launch import graceful_stop, launch
 
         try:
             with graceful_stop(directory):
                 launch(job, directory)
         finally:
             if point:
-                record_point(point, directory, status=(read_summary(directory) or {}).get("status", "failed"))
+                record_point(point, directory, status=(rundir.read_summary(directory) or {}).get("status", "failed"))
 
 
 _TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"

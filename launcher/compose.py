@@ -49,5 +49,7 @@ def load_job(run_dir: Path) -> JobConfig:
     """The job a run directory was planned for (its config.yaml), checked again."""
     import yaml
 
-    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    from belle.rundir import CONFIG
+
+    saved = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JobConfig), saved))

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.launch import read_summary
+from belle.rundir import read_summary
 
 
 def records_file() -> Path:

@@ -1,6 +1,5 @@
 """Start a planned job, then record how it ended: summary.json and loss.png in the run directory."""
 
-import json
 import signal
 import time
 from contextlib import contextmanager
@@ -8,7 +7,7 @@ from pathlib import Path
 
 from belle import stop
 from belle.config import JobConfig
-from launcher.rundir import write_atomic
+from belle.rundir import read_summary, write_summary
 
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
@@ -16,12 +15,6 @@ EXIT_PREEMPTED = 75
 
 class Preempted(RuntimeError):
     """The run saved a checkpoint and stopped on request; running it again resumes it."""
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    """The run's summary.json, or None before its first attempt ended."""
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 @contextmanager
@@ -61,11 +54,6 @@ def summarise(run_dir: Path, started: float, error: str | None) -> dict:
         "wall_time_s": round(time.time() - started, 1),
         "error": error,
     }
-
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    """summary.json, written whole."""
-    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def launch(job: JobConfig, run_dir: Path) -> dict:

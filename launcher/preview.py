@@ -33,7 +33,7 @@ def preview(job: JobConfig, out: Path) -> None:
     """Write ``out`` (one JSON object per sample: text, input_ids, labels) and print the samples."""
     from belle.data.dataset import build_pretrain_blocks, build_sft_samples
     from belle.model.load import load_tokenizer
-    from launcher.rundir import write_atomic
+    from belle.rundir import write_atomic
 
     tokenizer = load_tokenizer(job.model)
     build = build_pretrain_blocks if job.data.format == "pretrain" else build_sft_samples

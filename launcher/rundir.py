@@ -1,27 +1,18 @@
-"""The run directory contract: files are written whole (temp file + rename) and never over another run's."""
+"""The launcher's side of the run directory (names and writes: belle.rundir): refuse one it must not write into,
+then write the run's config.yaml and plan.json."""
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from belle import rundir
 from belle.monitor.secrets import scrub
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+OWN_FILES = (rundir.CONFIG, rundir.PLAN, *rundir.RUN_FILES, rundir.EXPORT, rundir.LOSS_PLOT, rundir.PREVIEW)
+"""Files the launcher writes or reads in a run directory: found in a directory it did not make, they are the user's."""
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -33,15 +24,35 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 # Keys that may differ when a run is continued: what to do now and where Ray lives, not what the run is.
 _RUN_CONTROL = ("launcher.dry_run", "launcher.preview", "cluster.address", "cluster.ray_temp_dir")
-_RUN_FILES = ("summary.json", "metrics.jsonl", "checkpoints")
 
 
-def check_reusable(run_dir: Path, config: dict) -> None:
-    """Refuse a run directory that holds a run of another config (reusing a directory resumes that run)."""
-    old_file = run_dir / "config.yaml"
-    if not old_file.is_file() or not any((run_dir / f).exists() for f in _RUN_FILES):
+def _unusable(run_dir: Path, why: str) -> ValueError:
+    return ValueError(f"launcher.run_dir={run_dir} {why}: set launcher.run_dir to a new directory")
+
+
+def check_run_dir(run_dir: Path, config: dict) -> None:
+    """Refuse, before anything is written, a run directory that is a file, cannot be written, holds files the
+    launcher did not make (a user's own config.yaml), or holds a run of another config (reusing a directory
+    resumes the run in it)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise _unusable(run_dir, "is a file")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _unusable(run_dir, f"cannot be written ({existing} is not writable)")
+    if not run_dir.is_dir():
         return
-    old = yaml.safe_load(old_file.read_text())
+    try:
+        theirs = [] if (run_dir / rundir.MARKER).exists() else [n for n in OWN_FILES if (run_dir / n).exists()]
+        if theirs:
+            raise _unusable(run_dir, f"holds {', '.join(theirs)} that the launcher did not write")
+        old_file = run_dir / rundir.CONFIG
+        if not old_file.is_file() or not any((run_dir / f).exists() for f in rundir.RUN_FILES):
+            return
+        old = yaml.safe_load(old_file.read_text())
+    except OSError as exc:
+        raise _unusable(run_dir, f"cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError:
+        raise _unusable(run_dir, f"holds a {rundir.CONFIG} that is not valid YAML") from None
     changed = [k for k in _differences(old, scrub(config)) if k not in _RUN_CONTROL]
     if changed:
         shown = ", ".join(changed[:3]) + (" …" if len(changed) > 3 else "")
@@ -52,6 +63,10 @@ def check_reusable(run_dir: Path, config: dict) -> None:
 
 
 def write_run_files(run_dir: Path, config: dict, plan: dict) -> None:
-    """config.yaml (resolved, secrets removed) and plan.json, each written whole."""
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(scrub(config), sort_keys=False, allow_unicode=True))
-    write_atomic(run_dir / "plan.json", json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
+    """The marker of a launcher-made directory, config.yaml (resolved, secrets removed) and plan.json, each whole."""
+    try:
+        rundir.write_atomic(run_dir / rundir.MARKER, "a run directory of belle-launcher\n")
+        rundir.write_atomic(run_dir / rundir.CONFIG, yaml.safe_dump(scrub(config), sort_keys=False, allow_unicode=True))
+        rundir.write_atomic(run_dir / rundir.PLAN, json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise _unusable(run_dir, f"cannot be written ({exc.strerror})") from None

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from belle.config import JobConfig
-from launcher.rundir import write_atomic
-
-SUMMARY = "sweep.json"
+from belle.rundir import SWEEP, write_atomic
 
 
 @dataclass
@@ -50,7 +48,7 @@ def current_point() -> Point | None:
 
 def record_point(point: Point, run_dir: Path, status: str, job_id: str | None = None) -> None:
     """Add or update the point's line in the sweep's sweep.json (written whole)."""
-    path = point.root / SUMMARY
+    path = point.root / SWEEP
     sweep = json.loads(path.read_text()) if path.is_file() else {"sweep": point.root.name, "points": []}
     points = {p["point"]: p for p in sweep["points"]}
     points[point.number] = {"point": point.number, "overrides": point.overrides, "job_id": job_id,

@@ -8,11 +8,10 @@ trained adapter) and only then renames it into place, so a crash or a failed che
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from belle.config import JobConfig
+from belle.rundir import staged_dir
 
 
 def export(engine, job: JobConfig, tokenizer, out_dir: Path) -> list[Path]:
@@ -53,19 +52,13 @@ def _gather(engine, frozen: bool) -> dict | None:
 
 def _write(model, job: JobConfig, tokenizer, state: dict, out_dir: Path) -> list[Path]:
     """Rank 0: write and check the export in a temporary sibling of out_dir, then move it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         if job.method.lora is None:
             _save_model(model, state, tokenizer, staging)
             _check_model(staging)
             folders = [staging]
         else:
             folders = _save_lora(model, job, tokenizer, state, staging, out_dir)
-        _replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out_dir / folder.relative_to(staging) for folder in folders]
 
 
@@ -123,17 +116,6 @@ def _merge(base: Path | str, adapter: Path, folder: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", device_map="cpu")
     PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(folder)
-
-
-def _replace(staging: Path, out_dir: Path) -> None:
-    """Move staging to out_dir; a previous export there is moved aside first and removed last."""
-    previous = None
-    if out_dir.exists():
-        previous = out_dir.with_name(f"{staging.name}.previous")
-        out_dir.rename(previous)
-    staging.rename(out_dir)
-    if previous is not None:
-        shutil.rmtree(previous)
 
 
 def _shapes(folder: Path) -> dict[str, list[int]]:

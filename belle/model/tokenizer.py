@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from belle.data.records import SAMPLES_DIR
+from belle.rundir import staged_dir
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}  # ids 0-3
 TINY_VOCAB = 4096
@@ -43,17 +42,8 @@ def tiny_tokenizer(cache_dir: str | None = None):
     root = Path(cache_dir or os.environ.get("BELLE_CACHE") or Path.home() / ".cache" / "belle-launcher")
     target = root / f"tokenizer-{_fingerprint(files, TINY_VOCAB)}"
     if not (target / "tokenizer.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=root))
-        staging.chmod(0o755)
-        try:
+        with staged_dir(target, keep_existing=True) as staging:  # a concurrent run's folder is as good as ours
             train_tokenizer(_strings_of(files), TINY_VOCAB).save_pretrained(staging)
-            os.replace(staging, target)  # atomic: a reader sees no folder or a complete one
-        except OSError:
-            if not (target / "tokenizer.json").exists():  # lost a race to a concurrent run: theirs is as good
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return PreTrainedTokenizerFast.from_pretrained(target)
 
 

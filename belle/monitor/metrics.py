@@ -3,28 +3,11 @@
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from belle.config.cluster import GPU_TYPES
-
-METRICS = "metrics.jsonl"
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """A temp file next to ``path`` to write; it replaces ``path`` in one rename when the block succeeds, so readers
-    see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+from belle.rundir import METRICS, replacing
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from belle.monitor.metrics import read_metrics, replacing
+from belle.monitor.metrics import read_metrics
+from belle.rundir import LOSS_PLOT, replacing
 
 
 def _series(records: list[dict], key: str) -> tuple[list, list]:
@@ -27,7 +28,7 @@ def plot_loss(run_dir: Path) -> Path | None:
     ax.set(xlabel="step", ylabel="loss", title=run_dir.name)
     ax.grid(alpha=0.3)
     ax.legend()
-    path = run_dir / "loss.png"
+    path = run_dir / LOSS_PLOT
     with replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path

@@ -1,7 +1,6 @@
 """Weights & Biases for rank 0 only: one run per job, kept across resumes by the id stored in run_dir/wandb_id."""
 
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +8,7 @@ from typing import Any
 
 from belle.config.run import MonitorConfig
 from belle.monitor.secrets import scrub
-
-ID_FILE = "wandb_id"
+from belle.rundir import WANDB_ID, create_once
 
 
 def has_wandb_key() -> bool:
@@ -34,19 +32,8 @@ def resolve_mode(mode: str) -> str:
 def run_id(run_dir: Path) -> str:
     """The job's W&B run id: read from ``run_dir/wandb_id``, or created there once (a hard link never overwrites,
     so the file is whole and the first id wins)."""
-    path = Path(run_dir) / ID_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{ID_FILE}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(uuid.uuid4().hex[:8] + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    return path.read_text().strip()
+    path = Path(run_dir) / WANDB_ID
+    return (path.read_text() if path.exists() else create_once(path, uuid.uuid4().hex[:8] + "\n")).strip()
 
 
 @dataclass

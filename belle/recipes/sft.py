@@ -14,7 +14,7 @@ from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
-from belle import checkpoint, stop
+from belle import checkpoint, rundir, stop
 from belle.config import JobConfig, job_dict
 from belle.data.dataset import build_pretrain_blocks, build_sft_samples
 from belle.data.packing import PackedRow, collate, pack, pad_rows
@@ -145,7 +145,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             save()
 
     # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
-    export(engine, job, tokenizer, run_dir / "export")
+    export(engine, job, tokenizer, run_dir / rundir.EXPORT)
     if monitor:
         monitor.finish()
     return state

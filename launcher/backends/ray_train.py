@@ -8,6 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from belle import rundir
 from belle.config import JobConfig
 
 WORKER_ENV = {
@@ -88,7 +89,7 @@ def trainer(job: JobConfig, run_dir: Path):
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo", timeout_s=c.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=c.world_size, use_gpu=c.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name="ray",
+            name=rundir.RAY,
             storage_path=str(run_dir),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),

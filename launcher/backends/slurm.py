@@ -16,15 +16,12 @@ from importlib import resources
 from pathlib import Path
 
 from belle.config import JobConfig
-from launcher.rundir import write_atomic
-
-SCRIPT = "slurm/job.sbatch"
-LOG_PATTERN = "slurm/job-%j.log"
+from belle.rundir import SLURM_LOG, SLURM_SCRIPT, SUMMARY, write_atomic
 
 
 def log_path(run_dir: Path, job_id: str) -> Path:
     """The job's log (every attempt appends to it)."""
-    return run_dir / LOG_PATTERN.replace("%j", job_id)
+    return run_dir / SLURM_LOG.replace("%j", job_id)
 
 
 def _sbatch_value(value: str) -> str:
@@ -60,15 +57,16 @@ def render(job: JobConfig, run_dir: Path) -> str:
         job_name=re.sub(r"[^A-Za-z0-9_.-]", "_", job.launcher.name)[:64],
         cpus=c.slurm_cpus_per_node,
         run_dir=run_dir,
-        script_path=shlex.quote(str(run_dir / SCRIPT)),
-        log_pattern=run_dir / LOG_PATTERN,
+        script_path=shlex.quote(str(run_dir / SLURM_SCRIPT)),
+        log_pattern=run_dir / SLURM_LOG,
+        summary=SUMMARY,
         python=c.python or sys.executable,
     )
 
 
 def write_script(job: JobConfig, run_dir: Path) -> Path:
     """Render the script into ``run_dir/slurm/job.sbatch`` (written whole) and return its path."""
-    script = run_dir / SCRIPT
+    script = run_dir / SLURM_SCRIPT
     write_atomic(script, render(job, run_dir))
     script.chmod(0o755)
     return script

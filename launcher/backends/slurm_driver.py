@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from belle.rundir import write_summary
 from launcher.backends.ray_train import connect
 from launcher.backends.slurm_node import RAY_ENV, node_resource, wait_for_head
-from launcher.launch import EXIT_PREEMPTED, Preempted, graceful_stop, launch, summarise, write_summary
+from launcher.launch import EXIT_PREEMPTED, Preempted, graceful_stop, launch, summarise
 
 
 def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since: float | None = None) -> None:

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from launcher.rundir import write_atomic
+from belle.rundir import write_atomic
 
 NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-grpc-port",
               "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port")

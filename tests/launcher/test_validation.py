@@ -1,6 +1,7 @@
 """Bad input fails before anything is launched, with one line that names the fix."""
 
 import json
+import os
 
 import pytest
 from hydra.errors import HydraException
@@ -134,3 +135,36 @@ def test_deepspeed_json_contradicting_the_strategy(cfg, tmp_path):
 def test_fp16_on_cpu_workers(cfg, tmp_path):
     message = _error(cfg, "strategy.precision=fp16", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
     assert message.startswith("strategy.precision=fp16 needs GPU workers") and "set strategy.precision=bf16" in message
+
+
+def test_a_directory_the_launcher_did_not_make_is_never_written(cfg, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("my: own config\n")
+    (project / "plan.json").write_text("{}\n")
+    message = _error(cfg, "launcher.dry_run=true", f"launcher.run_dir={project}")
+    assert message == (f"launcher.run_dir={project} holds config.yaml, plan.json that the launcher did not write: "
+                       "set launcher.run_dir to a new directory")
+    assert sorted(p.name for p in project.iterdir()) == ["config.yaml", "plan.json"]
+    assert (project / "config.yaml").read_text() == "my: own config\n"
+
+
+def test_a_corrupt_config_yaml_of_a_run_is_one_line(cfg, tmp_path):
+    run(cfg("launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert "holds a config.yaml that is not valid YAML" in _error(cfg, "launcher.dry_run=true",
+                                                                  f"launcher.run_dir={tmp_path}")
+
+
+def test_a_run_dir_that_is_a_file_or_unwritable_is_one_line(cfg, tmp_path):
+    a_file = tmp_path / "r05"
+    a_file.write_text("mine\n")
+    assert _error(cfg, "launcher.dry_run=true", f"launcher.run_dir={a_file}").endswith(
+        "is a file: set launcher.run_dir to a new directory")
+    assert a_file.read_text() == "mine\n"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root ignores the mode: take a place no one may write to
+        locked = "/sys"
+    assert "cannot be written" in _error(cfg, "launcher.dry_run=true", f"launcher.run_dir={locked}/run")

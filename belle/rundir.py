@@ -1,0 +1,126 @@
+"""The run directory, the contract between a run and everything that reads it: the name of every file in it, and
+the one way files are written there (whole: a temp file or folder beside the target, then one rename).
+
+    <run_dir>/.belle-run             marks a directory the launcher made (it refuses to write into any other)
+    <run_dir>/config.yaml            the resolved job, secrets removed
+    <run_dir>/plan.json              the plan
+    <run_dir>/metrics.jsonl          one JSON object per logged step (rank 0)
+    <run_dir>/summary.json           how the last attempt ended
+    <run_dir>/loss.png               the loss curve
+    <run_dir>/checkpoints/step-N/    every rank's states; checkpoints/latest names the newest complete one
+    <run_dir>/export/                the trained model or adapter
+    <run_dir>/stop-requested         a graceful stop asked for (belle.stop); <run_dir>/stopped: the answer
+    <run_dir>/wandb_id, wandb/       the W&B run's id and its local files
+    <run_dir>/preview.jsonl          launcher.preview's samples
+    <run_dir>/sweep.json             a sweep's points (in the sweep's directory)
+    <run_dir>/ray/                   Ray Train's own records
+    <run_dir>/slurm/                 the sbatch script, the job log, the Ray head's address
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+MARKER = ".belle-run"
+CONFIG = "config.yaml"
+PLAN = "plan.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LOSS_PLOT = "loss.png"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+EXPORT = "export"
+STOP_REQUEST = "stop-requested"
+STOPPED = "stopped"
+WANDB_ID = "wandb_id"
+PREVIEW = "preview.jsonl"
+SWEEP = "sweep.json"
+RAY = "ray"
+SLURM_SCRIPT = "slurm/job.sbatch"
+SLURM_LOG = "slurm/job-%j.log"
+"""Slurm's --output pattern (%j: the job id)."""
+RUN_FILES = (SUMMARY, METRICS, CHECKPOINTS)
+"""What a run that has started leaves behind (a directory holding none of them holds no run yet)."""
+
+
+@contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """An empty temp file in ``path``'s folder (same file system, so it can be renamed or linked onto ``path``),
+    removed when the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` to write; it replaces ``path`` in one rename when the block succeeds, so readers
+    see the old file or the whole new one, never a part."""
+    with _temp_beside(Path(path)) as tmp:
+        yield tmp
+        os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole (see ``replacing``)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def create_once(path: Path, text: str) -> str:
+    """Create ``path`` holding ``text`` unless it exists (a hard link never overwrites, so concurrent callers agree on
+    the first one's file); return what the file holds."""
+    path = Path(path)
+    with _temp_beside(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        with suppress(FileExistsError):
+            os.link(tmp, path)
+    return path.read_text(encoding="utf-8")
+
+
+@contextmanager
+def staged_dir(target: Path, keep_existing: bool = False) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to fill; when the block succeeds it takes target's place in one rename, else
+    it is removed, so readers never see half a folder. A previous ``target`` is moved aside first and removed last;
+    with ``keep_existing`` it stays and the new folder is dropped (a concurrent writer's is as good)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o755)
+    previous = target.with_name(f"{staging.name}.previous")
+    try:
+        yield staging
+        if keep_existing:
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.exists():
+                    raise
+            return
+        if target.exists():
+            target.rename(previous)
+        staging.rename(target)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, or None before its first attempt ended."""
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """summary.json, written whole."""
+    write_atomic(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
