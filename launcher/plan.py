@@ -3,6 +3,7 @@
 import math
 
 from belle.config import JobConfig
+from belle.recipes import recipe
 from launcher.estimate import flops_per_token, gpu_memory_gib, hours_per_epoch, memory_per_gpu
 from launcher.inspect_data import DataFacts
 
@@ -17,16 +18,6 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     from belle.strategy import deepspeed_config, grad_accumulation, warmup_steps
 
     m, d, s, c = job.model, job.data, job.strategy, job.cluster
-    if d.max_length > m.max_position_embeddings:
-        raise ValueError(
-            f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
-            f"of {m.name}: set data.max_length={m.max_position_embeddings}"
-        )
-    if s.precision == "fp16" and not c.use_gpu:
-        raise ValueError(
-            "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "
-            "set strategy.precision=bf16 or cluster.gpus_per_node=<GPUs per node>"
-        )
     accumulation = grad_accumulation(s, c.world_size)
     deepspeed = deepspeed_config(s, job.optim, c.world_size)  # also checks a user's deepspeed_json against ours
     attention = resolve_attention(m.attn_implementation, on_gpu=c.use_gpu)
@@ -37,7 +28,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     tokens_per_epoch = facts.num_samples * mean_tokens if facts.num_samples and mean_tokens else None
     if tokens_per_epoch is None:
         rows_per_epoch = None
-    elif d.pack or d.format == "pretrain":
+    elif d.packed:
         rows_per_epoch = math.ceil(tokens_per_epoch / (d.max_length * PACKING_FILL))
     else:
         rows_per_epoch = facts.num_samples
@@ -59,6 +50,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     return {
         "experiment": job.launcher.name,
         "method": job.method.name + ("+lora" if job.method.lora else ""),
+        "recipe": recipe(job.method.name).plan(job),
         "model": {
             "name": m.name, "arch": m.arch, "path": m.path, "attn_implementation": attention,
             "params_total": parts.total_params, "params_trainable": trainable,
@@ -71,7 +63,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "batch": {
             "micro": s.micro_batch, "global": s.global_batch, "grad_accumulation": accumulation,
-            "max_length": d.max_length, "packed": d.pack or d.format == "pretrain",
+            "max_length": d.max_length, "packed": d.packed,
             "tokens_per_step": s.global_batch * d.max_length,
         },
         "strategy": {

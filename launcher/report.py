@@ -18,6 +18,7 @@ def describe(plan: dict) -> str:
     paper = f"   paper: {ref['hours_per_epoch']:g} h on {ref['hardware']}" if ref["hours_per_epoch"] else ""
     lines = [
         f"plan: {plan['experiment']}  ({plan['method']})",
+        f"  recipe     {plan['recipe']['name']} ({plan['recipe']['kind']}): trains {plan['recipe']['trains']}",
         f"  model      {m['name']} ({m['arch']}), attention {m['attn_implementation']}",
         f"  params     total {_count(m['params_total'])} ({m['params_total']:,}), "
         f"trainable {_count(m['params_trainable'])} ({m['params_trainable']:,}, {100 * m['trainable_share']:.3g}%)",

@@ -32,6 +32,11 @@ class DataConfig:
     smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"
     """Bundled stand-in data that ``+smoke=tiny`` trains on instead of ``path``."""
 
+    @property
+    def packed(self) -> bool:
+        """Whether training rows are full sequences: packed samples, or pretraining blocks (always full)."""
+        return self.pack or self.format == "pretrain"
+
     def __post_init__(self) -> None:
         one_of("data.format", self.format, FORMATS)
         positive("data.max_length", self.max_length, 1024)

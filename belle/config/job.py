@@ -7,7 +7,7 @@ from omegaconf import MISSING
 from belle.config._checks import require
 from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
-from belle.config.method import MethodConfig
+from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
 from belle.config.run import MonitorConfig, TrainConfig
@@ -45,6 +45,10 @@ class ReferenceConfig:
     """Where the number comes from."""
 
 
+_EXAMPLE_DATA = {"sft": "sample", "pretrain": "sample_pretrain"}
+"""A bundled data group of each format, named in the method/format error."""
+
+
 @dataclass
 class JobConfig:
     model: ModelConfig = MISSING
@@ -57,6 +61,27 @@ class JobConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def __post_init__(self) -> None:
+        """The checks that span sections (each section checks itself in its own __post_init__)."""
+        m, d, s = self.model, self.data, self.strategy
+        trains_on = DATA_FORMATS[self.method.name]
+        require(
+            d.format == trains_on,
+            f"method.name={self.method.name} trains on data.format={trains_on} records, but data={d.name} is "
+            f"data.format={d.format}: set data={_EXAMPLE_DATA[trains_on]} (or other {trains_on} data), or "
+            f"method.name={next(k for k, v in DATA_FORMATS.items() if v == d.format)}",
+        )
+        require(
+            d.max_length <= m.max_position_embeddings,
+            f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
+            f"of {m.name}: set data.max_length={m.max_position_embeddings}",
+        )
+        require(
+            s.precision != "fp16" or self.cluster.use_gpu,
+            "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "
+            "set strategy.precision=bf16 or cluster.gpus_per_node=<GPUs per node>",
+        )
 
 
 def job_dict(job: JobConfig) -> dict:

@@ -4,7 +4,9 @@ from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
 
-METHODS = ("sft", "pretrain")
+DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain"}
+"""The data format (data.format) each method trains on; belle.recipes.RECIPES has a recipe for each method."""
+METHODS = tuple(DATA_FORMATS)
 
 
 @dataclass

@@ -1,1 +1,19 @@
-"""Training recipes: one file per method, read top to bottom (setup, loop, save)."""
+"""One recipe per training method, each read top to bottom, looked up by ``method.name``.
+
+A recipe module declares how it runs and what it adds to the plan:
+
+    KIND                    "spmd": one worker group, every rank runs ``train(job, run_dir)`` (the only kind today)
+    plan(job) -> dict       its own lines in plan.json (under "recipe")
+    train(job, run_dir)     the training itself, in each worker of an initialised torch.distributed world
+"""
+
+from importlib import import_module
+from types import ModuleType
+
+RECIPES = {"sft": "belle.recipes.sft", "pretrain": "belle.recipes.sft"}
+"""method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
+
+
+def recipe(method: str) -> ModuleType:
+    """The recipe module of ``method`` (a method.name; the config has checked it is one of RECIPES)."""
+    return import_module(RECIPES[method])

@@ -29,7 +29,17 @@ from belle.monitor.wandb_run import start_wandb
 from belle.strategy import grad_accumulation
 from belle.strategy.engine import build_engine
 
+KIND = "spmd"
 CHECKPOINT_TAG = "state"
+
+
+def plan(job: JobConfig) -> dict:
+    """The recipe's lines in plan.json: what it trains on and which tokens carry the loss."""
+    return {
+        "name": "sft", "kind": KIND,
+        "trains": "every token of raw-text blocks" if job.data.format == "pretrain" else "the answers (prompts masked)",
+        "rows": "packed" if job.data.packed else "one sample per row, padded",
+    }
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:

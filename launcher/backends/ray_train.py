@@ -22,16 +22,17 @@ LOCAL_RAY_ENV = {
 
 
 def _worker(config: dict) -> None:
-    """The function every Ray Train worker runs: pick this worker's GPU, then the recipe (which knows no Ray)."""
+    """The function every Ray Train worker runs: pick this worker's GPU, then the job's recipe (which knows no Ray)."""
     import torch
 
-    from belle.recipes.sft import train
+    from belle.recipes import recipe
 
     if torch.cuda.is_available():
         import ray.train.torch
 
         torch.cuda.set_device(ray.train.torch.get_device())
-    train(config["job"], Path(config["run_dir"]))
+    job = config["job"]
+    recipe(job.method.name).train(job, Path(config["run_dir"]))
 
 
 def connect(**init_args) -> None:

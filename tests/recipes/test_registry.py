@@ -1,0 +1,19 @@
+"""The recipe seam: every method has a recipe, found by method.name, that says how it runs and what it plans."""
+
+from belle.config.method import METHODS
+from belle.recipes import RECIPES, recipe
+
+
+def test_every_method_has_a_recipe_that_runs_as_spmd_and_trains():
+    assert set(RECIPES) == set(METHODS)
+    for method in METHODS:
+        module = recipe(method)
+        assert module.KIND == "spmd" and callable(module.train)
+
+
+def test_the_recipe_adds_its_lines_to_the_plan(job):
+    assert recipe("sft").plan(job("launcher.dry_run=true"))["trains"] == "the answers (prompts masked)"
+    pretrain = job("method=pretrain", "data=sample_pretrain", "launcher.dry_run=true")
+    assert recipe("pretrain").plan(pretrain) == {
+        "name": "sft", "kind": "spmd", "trains": "every token of raw-text blocks", "rows": "packed",
+    }
