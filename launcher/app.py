@@ -50,8 +50,8 @@ def run(cfg: DictConfig) -> Path:
     config = job_dict(job)
     check_run_dir(directory, config)
     if job.cluster.kind == "slurm":
-        from launcher.backends.slurm import check_run_dir
-        from launcher.jobs import check_run_dir_is_free
+        from launcher.backends.slurm.jobs import check_run_dir_is_free
+        from launcher.backends.slurm.sbatch import check_run_dir
 
         check_run_dir(directory)
         if job.launcher.launches:
@@ -74,7 +74,7 @@ def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
 
         preview(job, directory / rundir.PREVIEW)
     elif job.cluster.kind == "slurm":
-        from launcher.backends import slurm as sbatch
+        from launcher.backends.slurm import sbatch
 
         if job.launcher.launches:
             job_id = sbatch.submit(job, directory)

@@ -1,6 +1,17 @@
-"""Start a planned job, then record how it ended: summary.json and loss.png in the run directory."""
+"""Start a planned job on its Ray, then record how it ended: summary.json and loss.png in the run directory.
 
+Inside a Slurm job the sbatch script runs one attempt on the head node, once the nodes' Ray is starting:
+
+    python -m launcher.launch RUN_DIR --slurm-info FILE --timeout S --nodes NODE…
+
+It joins the job's Ray (waiting until every node has joined with its CPUs/GPUs, failing with the names of those that
+did not), then trains the job in RUN_DIR/config.yaml. Exit code 0: completed; 75: stopped on request after a
+checkpoint (the script requeues the job); 1: failed (summary.json says why).
+"""
+
+import argparse
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,14 +71,19 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     """Train ``job`` (resuming the run in ``run_dir`` if there is one) and write its summary; a completed run is
     never trained again. Call it inside ``graceful_stop``."""
     from belle.monitor.plot import plot_loss
-    from launcher.backends.ray_train import run_on_ray
+    from belle.recipes import recipe
+    from launcher.backends import spmd
+    from launcher.backends.ray_cluster import ray_for
 
     previous = read_summary(run_dir)
     if previous and previous["status"] == "completed":
         print(f"{run_dir} holds a completed run ({previous['steps']} steps): nothing to do")
         return previous
+    run = {"spmd": spmd.run}[recipe(job.method.name).KIND]
     started = time.time()
-    summary = summarise(run_dir, started, run_on_ray(job, run_dir))
+    with ray_for(job):
+        error = run(job, run_dir)
+    summary = summarise(run_dir, started, error)
     write_summary(run_dir, summary)
     plot = plot_loss(run_dir)
     print(f"{summary['status']}: {summary['steps']} steps, loss {summary['final_loss']}, "
@@ -77,3 +93,44 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     if summary["status"] != "completed":
         raise RuntimeError(f"the run failed: {summary['error']} (see {run_dir})")
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One attempt of a Slurm job's run (see the module's docstring); returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m launcher.launch", description=__doc__.split("\n\n")[1])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--slurm-info", type=Path, required=True, help="file the Ray head writes its address to")
+    parser.add_argument("--timeout", type=float, required=True, help="seconds to wait for every node")
+    parser.add_argument("--nodes", nargs="+", required=True, help="the job's Slurm nodes, head first")
+    args = parser.parse_args(argv)
+
+    from launcher.backends.slurm.ray_join import join
+    from launcher.compose import load_job
+
+    job = load_job(args.run_dir)
+    c = job.cluster
+    started = time.time()
+    with graceful_stop(args.run_dir):
+        try:
+            try:
+                join(args.slurm_info, args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout)
+            except (RuntimeError, ConnectionError) as exc:  # bring-up failed: nothing trained, the summary says why
+                write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))
+                raise
+            print(f"Ray is up: {len(args.nodes)} nodes ({' '.join(args.nodes)}), {c.world_size} workers", flush=True)
+            launch(job, args.run_dir)
+        except Preempted as exc:
+            print(exc, flush=True)
+            return EXIT_PREEMPTED
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            import ray
+
+            ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

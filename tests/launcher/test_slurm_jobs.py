@@ -12,12 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.jobs import ENDED
+from launcher.backends.slurm.jobs import ENDED
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow]
 
 SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
-RAY = ("raylet", "gcs_server", "ray::", "slurm_node", "slurm_driver")
+RAY = ("raylet", "gcs_server", "ray::", "slurm.node", "launcher.launch")
 # every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
 SMALL = ("cluster=slurm", "cluster.cpu_workers_per_node=1", "monitor.log_every=1", "monitor.wandb_mode=offline",
          "cluster.ray_join_timeout_s=120")
@@ -61,7 +61,7 @@ def _quoted(value: str) -> str:
 
 
 def _records() -> list[dict]:
-    from launcher.jobs import records
+    from launcher.backends.slurm.jobs import records
 
     return records()
 
@@ -71,7 +71,7 @@ def _job_id(out: subprocess.CompletedProcess) -> str:
 
 
 def _state(job_id: str) -> dict:
-    from launcher.jobs import slurm_state
+    from launcher.backends.slurm.jobs import slurm_state
 
     return slurm_state(job_id)
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from launcher.backends.slurm import render
+from launcher.backends.slurm.sbatch import render
 
 NASTY = """x"; $(touch {0}/pwned) `touch {0}/pwned2` 'q"""
 

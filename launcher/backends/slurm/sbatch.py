@@ -1,6 +1,6 @@
 """cluster=slurm: render the sbatch script of a job from cluster/slurm/ray_job.sbatch.j2 into its run directory and
-submit it. Inside the allocation the script brings up Ray (launcher.backends.slurm_node) and runs the driver
-(launcher.backends.slurm_driver) against it.
+submit it. Inside the allocation the script brings up Ray (launcher.backends.slurm.node) and runs one attempt of
+the run against it (launcher.launch).
 
 Everything the user typed that reaches the script is inert there: shell values are quoted with shlex, sbatch option
 values are either checked names (belle.config.cluster) or double-quoted the way sbatch parses ``#SBATCH`` lines,
@@ -74,7 +74,7 @@ def write_script(job: JobConfig, run_dir: Path) -> Path:
 
 def submit(job: JobConfig, run_dir: Path) -> str:
     """Submit the job's script with sbatch (which returns at once) and record it; return the Slurm job id."""
-    from launcher import jobs
+    from launcher.backends.slurm import jobs
 
     script = write_script(job, run_dir)
     try:

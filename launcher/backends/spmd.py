@@ -1,11 +1,6 @@
-"""Run the recipe on Ray Train workers: the embedded local Ray (cluster=local), an existing cluster (cluster=ray),
-or the Ray a Slurm job brought up (the driver has connected already)."""
+"""What runs on Ray for an SPMD recipe (KIND "spmd"): one Ray Train worker per GPU (or CPU worker), each running
+the job's recipe in one torch.distributed world. Where Ray comes from: launcher.backends.ray_cluster."""
 
-import os
-import shutil
-import signal
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from belle import rundir
@@ -14,10 +9,6 @@ from belle.config import JobConfig
 WORKER_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every progress line reaches the console twice
     "PYTHONWARNINGS": "ignore::FutureWarning",  # DeepSpeed's own torch.distributed deprecations, per call
-}
-LOCAL_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # read at `import ray`: bind the embedded Ray to 127.0.0.1
-    "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; token auth would write ~/.ray/auth_token
 }
 
 
@@ -33,47 +24,6 @@ def _worker(config: dict) -> None:
         torch.cuda.set_device(ray.train.torch.get_device())
     job = config["job"]
     recipe(job.method.name).train(job, Path(config["run_dir"]))
-
-
-def connect(**init_args) -> None:
-    """``ray.init(**init_args)``, keeping this process's SIGTERM/SIGUSR1 handlers: Ray's core worker installs a crash
-    handler that aborts on SIGTERM, which would cut a graceful stop (launcher.launch.graceful_stop) short."""
-    import ray
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    ray.init(**init_args)
-    for s, handler in handlers.items():
-        if callable(handler):
-            signal.signal(s, handler)
-
-
-@contextmanager
-def _ray(job: JobConfig):
-    """Connect to the job's Ray: start an embedded one on 127.0.0.1 (shut down afterwards) or join cluster.address."""
-    if job.cluster.kind == "local":
-        os.environ.update(LOCAL_RAY_ENV)
-    import ray
-
-    c = job.cluster
-    if ray.is_initialized():  # inside a Slurm job: its driver connected and waited for every node
-        yield
-        return
-    if c.kind == "ray":
-        connect(address=c.address)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-        return
-    # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp rather than $TMPDIR
-    temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
-    connect(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if not c.ray_temp_dir:
-            shutil.rmtree(temp, ignore_errors=True)
 
 
 def trainer(job: JobConfig, run_dir: Path):
@@ -109,13 +59,13 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[-1]
 
 
-def run_on_ray(job: JobConfig, run_dir: Path) -> str | None:
-    """Train ``job``; return None when training ended (completed, or stopped on request), else why it failed."""
+def run(job: JobConfig, run_dir: Path) -> str | None:
+    """Train ``job`` on the connected Ray; return None when training ended (completed, or stopped on request), else
+    why it failed."""
     from ray.train import TrainingFailedError
 
-    with _ray(job):
-        try:
-            trainer(job, run_dir).fit()
-        except TrainingFailedError as failure:
-            return _reason(failure)
+    try:
+        trainer(job, run_dir).fit()
+    except TrainingFailedError as failure:
+        return _reason(failure)
     return None

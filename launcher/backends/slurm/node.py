@@ -1,6 +1,6 @@
 """One Ray node of a Slurm job, run as that node's srun step by the sbatch script:
 
-    python -m launcher.backends.slurm_node --info FILE --cpus N --gpus G --ports LOW HIGH --timeout S head|worker NODE
+    python -m launcher.backends.slurm.node --info FILE --cpus N --gpus G --ports LOW HIGH --timeout S head|worker NODE
 
 The head picks its ports, writes the cluster address to FILE (in the run directory, which every node sees) and
 runs ``ray start --head --block``; a worker waits for FILE, then runs ``ray start --block`` against that address.

@@ -1,0 +1,55 @@
+"""Where Ray comes from: the embedded local Ray (cluster=local), an existing cluster (cluster=ray), or the Ray a
+Slurm job brought up (its driver has connected already, launcher.backends.slurm.ray_join)."""
+
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from belle.config import JobConfig
+
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # read at `import ray`: bind the embedded Ray to 127.0.0.1
+    "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; token auth would write ~/.ray/auth_token
+}
+
+
+def connect(**init_args) -> None:
+    """``ray.init(**init_args)``, keeping this process's SIGTERM/SIGUSR1 handlers: Ray's core worker installs a crash
+    handler that aborts on SIGTERM, which would cut a graceful stop (launcher.launch.graceful_stop) short."""
+    import ray
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    ray.init(**init_args)
+    for s, handler in handlers.items():
+        if callable(handler):
+            signal.signal(s, handler)
+
+
+@contextmanager
+def ray_for(job: JobConfig):
+    """Connect to the job's Ray: start an embedded one on 127.0.0.1 (shut down afterwards), join cluster.address,
+    or use the one this process is connected to already (inside a Slurm job)."""
+    if job.cluster.kind == "local":
+        os.environ.update(LOCAL_RAY_ENV)
+    import ray
+
+    c = job.cluster
+    if ray.is_initialized():
+        yield
+        return
+    temp = None
+    if c.kind == "ray":
+        connect(address=c.address)
+    else:
+        # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp, not $TMPDIR
+        temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
+        connect(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if temp is not None and not c.ray_temp_dir:
+            shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""The Ray of a Slurm job, as its driver sees it: the head's address (written by launcher.backends.slurm.node),
+then every node of the allocation joined with its CPUs/GPUs, or an error naming the nodes that did not."""
+
+import os
+import time
+from pathlib import Path
+
+from launcher.backends.ray_cluster import connect
+from launcher.backends.slurm.node import RAY_ENV, node_resource, wait_for_head
+
+
+def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since: float | None = None) -> None:
+    """Poll Ray until each Slurm node in ``nodes`` has a live Ray node with ``cpus`` CPUs and ``gpus`` GPUs, at most
+    ``timeout`` seconds from ``since`` (a time.monotonic(); default now)."""
+    import ray
+
+    deadline = (since or time.monotonic()) + timeout
+    while True:
+        joined = {}
+        for node in ray.nodes():
+            resources = node["Resources"] if node["Alive"] else {}
+            joined |= {name: resources for name in nodes if node_resource(name) in resources}
+        short = [n for n, r in joined.items() if r.get("CPU", 0) < cpus or r.get("GPU", 0) < gpus]
+        missing = [n for n in nodes if n not in joined] + short
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Ray on {', '.join(missing)} did not join with {cpus} CPUs and {gpus} GPUs within {timeout:g} s "
+                f"({len(nodes) - len(missing)} of {len(nodes)} nodes did): see that node's lines in the job log; "
+                "raise cluster.ray_join_timeout_s if nodes start slowly"
+            )
+        time.sleep(1)
+
+
+def join(info: Path, nodes: list[str], cpus: int, gpus: int, timeout: float) -> None:
+    """Connect this process to the job's Ray once its head has written ``info``, then wait until every node of
+    ``nodes`` (head first) has joined, all within ``timeout`` seconds."""
+    os.environ.update(RAY_ENV)
+    since = time.monotonic()
+    connect(address=wait_for_head(info, timeout))
+    wait_for_nodes(nodes, cpus, gpus, timeout, since)
