@@ -26,6 +26,10 @@ def explain(exc: BaseException) -> str:
             f"unknown {group or 'config'} '{name}': choose one of {', '.join(exc.options)} "
             f"(e.g. {prefix}{group}={exc.options[0]})"
         )
+    ambiguous = re.match(r"Ambiguous value for argument '([^=']+)=([^']*)'", str(exc))
+    if ambiguous:  # Hydra reads an unquoted comma list as a sweep
+        key, value = ambiguous.groups()
+        return f"{ambiguous.group(0)}: quote a list of values so it is not read as a sweep: \"{key}='{value}'\""
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException) or isinstance(exc, OmegaConfBaseException):
         inner = cause if isinstance(cause, OmegaConfBaseException) else exc

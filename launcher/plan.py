@@ -78,7 +78,8 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "schedule": {
             "epochs": job.train.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "warmup_steps": warmup_steps(job.optim, total_steps) if total_steps else None,
+            # a preview trains nothing: its (maybe tiny) data needs no schedule that fits
+            "warmup_steps": warmup_steps(job.optim, total_steps) if total_steps and not job.launcher.preview else None,
             "lr": job.optim.lr, "schedule": job.optim.schedule,
         },
         "memory_gib_per_gpu": {

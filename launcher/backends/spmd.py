@@ -1,6 +1,7 @@
 """What runs on Ray for an SPMD recipe (KIND "spmd"): one Ray Train worker per GPU (or CPU worker), each running
 the job's recipe in one torch.distributed world. Where Ray comes from: launcher.backends.ray_cluster."""
 
+import os
 from pathlib import Path
 
 from belle import rundir
@@ -9,6 +10,12 @@ from belle.config import JobConfig
 WORKER_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every progress line reaches the console twice
     "PYTHONWARNINGS": "ignore::FutureWarning",  # DeepSpeed's own torch.distributed deprecations, per call
+}
+CONTROLLER_ENV = {
+    # Ray Train's node-drain watcher is a restartable actor with arguments in the object store, which Ray reports
+    # with an ERROR line at every start; a run here stops through belle.stop (Slurm's signals), not node drains.
+    # Ray Train passes it from the driver's environment to its controller; a user's own setting wins.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 
 
@@ -64,6 +71,8 @@ def run(job: JobConfig, run_dir: Path) -> str | None:
     why it failed."""
     from ray.train import TrainingFailedError
 
+    for key, value in CONTROLLER_ENV.items():
+        os.environ.setdefault(key, value)
     try:
         trainer(job, run_dir).fit()
     except TrainingFailedError as failure:

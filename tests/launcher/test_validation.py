@@ -168,3 +168,15 @@ def test_a_run_dir_that_is_a_file_or_unwritable_is_one_line(cfg, tmp_path):
     if os.access(locked, os.W_OK):  # root ignores the mode: take a place no one may write to
         locked = "/sys"
     assert "cannot be written" in _error(cfg, "launcher.dry_run=true", f"launcher.run_dir={locked}/run")
+
+
+def test_an_unquoted_comma_list_says_to_quote_it(cfg):
+    assert _error(cfg, "data.path=a.json,b.json").endswith(
+        "quote a list of values so it is not read as a sweep: \"data.path='a.json,b.json'\"")
+
+
+def test_a_preview_of_a_tiny_file_needs_no_schedule(cfg, tmp_path):
+    record = json.dumps({"instruction": "你好", "input": "", "output": "你好！"}, ensure_ascii=False)
+    data = _jsonl(tmp_path / "two.jsonl", [record, record])
+    run(cfg("launcher.preview=2", f"data.path={data}", "data.eval_samples=0", f"launcher.run_dir={tmp_path / 'run'}"))
+    assert len((tmp_path / "run" / "preview.jsonl").read_text().splitlines()) == 2
