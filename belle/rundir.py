@@ -14,7 +14,7 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/preview.jsonl          launcher.preview's samples
     <run_dir>/sweep.json             a sweep's points (in the sweep's directory)
     <run_dir>/ray/                   Ray Train's own records
-    <run_dir>/slurm/                 the sbatch script, the job log, the Ray head's address
+    <run_dir>/slurm/                 the sbatch script, the job's log, its Ray head's address
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ RAY = "ray"
 SLURM_SCRIPT = "slurm/job.sbatch"
 SLURM_LOG = "slurm/job-%j.log"
 """Slurm's --output pattern (%j: the job id)."""
+SLURM_HEAD_INFO = "slurm/ray-head-{job_id}.json"
+"""Where the Ray head of a Slurm job writes its address for the other nodes and the driver."""
 RUN_FILES = (SUMMARY, METRICS, CHECKPOINTS)
 """What a run that has started leaves behind (a directory holding none of them holds no run yet)."""
 

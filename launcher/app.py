@@ -8,6 +8,7 @@ so a bad point is reported before any point takes a cluster resource.
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -20,10 +21,18 @@ from launcher.sweep import Point
 
 register()
 
-_checking_sweep = False
-"""True during the first pass over a sweep's points: validate and plan them, write and start nothing."""
-_failed_points: list[str] = []
-"""Points of this sweep whose run failed (the sweep goes on with the others, then exits 1)."""
+
+@dataclass
+class SweepPass:
+    """Where a sweep (``-m``) stands; Hydra calls the app once per point, so the app reads it from ``_sweep``."""
+
+    checking: bool = False
+    """The first pass over the points: validate and plan them, write and start nothing."""
+    failed: list[str] = field(default_factory=list)
+    """Points whose run failed (the sweep goes on with the others, then exits 1)."""
+
+
+_sweep = SweepPass()
 
 
 def run(cfg: DictConfig) -> Path:
@@ -56,7 +65,7 @@ def run(cfg: DictConfig) -> Path:
         check_run_dir(directory)
         if job.launcher.launches:
             check_run_dir_is_free(directory)
-    if _checking_sweep:
+    if _sweep.checking:
         return directory
     write_run_files(directory, config, plan)
     print(describe(plan))
@@ -124,23 +133,30 @@ def _hydra_app(cfg: DictConfig) -> None:
         if point is None:
             _fail(exc, code=1)
         print(f"error: point {point.number}: {exc}", file=sys.stderr)  # the sweep goes on with the next point
-        _failed_points.append(str(point.number))
+        _sweep.failed.append(str(point.number))
 
 
 def main() -> None:
     """Entry point of ``python -m launcher``."""
-    global _checking_sweep
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us instead of Hydra's multi-line report
     try:
         if {"-m", "--multirun"} & set(sys.argv[1:]):
-            with tempfile.TemporaryDirectory(prefix="belle-sweep-check-") as scratch:  # for Hydra's multirun.yaml
-                sys.argv.append(f"hydra.sweep.dir={scratch}")
-                _checking_sweep = True
-                _hydra_app()
-                _checking_sweep = False
-                sys.argv.pop()
+            _check_sweep()
         _hydra_app()
     except (ValueError, hydra.errors.HydraException) as exc:
         _fail(exc)
-    if _failed_points:
-        _fail(RuntimeError(f"sweep points {', '.join(_failed_points)} failed (see sweep.json)"), code=1)
+    if _sweep.failed:
+        _fail(RuntimeError(f"sweep points {', '.join(_sweep.failed)} failed (see sweep.json)"), code=1)
+
+
+def _check_sweep() -> None:
+    """The sweep's first pass; Hydra's multirun.yaml goes to a scratch folder (Hydra's main reads only sys.argv)."""
+    argv = list(sys.argv)
+    with tempfile.TemporaryDirectory(prefix="belle-sweep-check-") as scratch:
+        sys.argv.append(f"hydra.sweep.dir={scratch}")
+        _sweep.checking = True
+        try:
+            _hydra_app()
+        finally:
+            _sweep.checking = False
+            sys.argv[:] = argv

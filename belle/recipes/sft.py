@@ -52,6 +52,10 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     import torch.distributed as dist
 
     on_gpu = torch.cuda.is_available()  # the launcher has set this worker's device
+    if not on_gpu:  # DeepSpeed's shared-memory all-reduce serves inference only: skip its compile on first use (~30 s)
+        from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+        deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir = Path(run_dir)

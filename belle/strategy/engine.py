@@ -23,10 +23,11 @@ def build_engine(job: JobConfig, world_size: int, total_steps: int, on_gpu: bool
     if job.method.lora is not None:
         model = apply_lora(model, job.method.lora)
     config = deepspeed_config(job.strategy, job.optim, world_size)
-    if not on_gpu and not job.strategy.offload_optimizer:
+    optimizer = config.get("optimizer", {})
+    if not on_gpu and not job.strategy.offload_optimizer and optimizer.get("type", "").lower() in ("adam", "adamw"):
         # DeepSpeed's FusedAdam on CPU is a C++ op compiled on first use (about a minute on 2 cores); torch's AdamW
         # does the same update without it (an offloaded optimizer keeps DeepSpeedCPUAdam)
-        config["optimizer"]["params"]["torch_adam"] = True
+        optimizer.setdefault("params", {})["torch_adam"] = True
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],

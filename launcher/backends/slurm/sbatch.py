@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from belle.config import JobConfig
-from belle.rundir import SLURM_LOG, SLURM_SCRIPT, SUMMARY, write_atomic
+from belle.rundir import SLURM_HEAD_INFO, SLURM_LOG, SLURM_SCRIPT, SUMMARY, write_atomic
 
 
 def log_path(run_dir: Path, job_id: str) -> Path:
@@ -60,6 +60,7 @@ def render(job: JobConfig, run_dir: Path) -> str:
         script_path=shlex.quote(str(run_dir / SLURM_SCRIPT)),
         log_pattern=run_dir / SLURM_LOG,
         summary=SUMMARY,
+        head_info=SLURM_HEAD_INFO.format(job_id="$SLURM_JOB_ID"),
         python=c.python or sys.executable,
     )
 
