@@ -42,13 +42,15 @@ def check_run_dir(run_dir: Path, config: dict) -> None:
     if not run_dir.is_dir():
         return
     try:
-        theirs = [] if (run_dir / rundir.MARKER).exists() else [n for n in OWN_FILES if (run_dir / n).exists()]
+        old_file = run_dir / rundir.CONFIG
+        old = yaml.safe_load(old_file.read_text()) if old_file.is_file() else None
+        # a config.yaml holding a job is a run of a launcher from before the marker
+        made_here = (run_dir / rundir.MARKER).exists() or isinstance(old, dict) and {"launcher", "model"} <= set(old)
+        theirs = [] if made_here else [n for n in OWN_FILES if (run_dir / n).exists()]
         if theirs:
             raise _unusable(run_dir, f"holds {', '.join(theirs)} that the launcher did not write")
-        old_file = run_dir / rundir.CONFIG
-        if not old_file.is_file() or not any((run_dir / f).exists() for f in rundir.RUN_FILES):
+        if old is None or not any((run_dir / f).exists() for f in rundir.RUN_FILES):
             return
-        old = yaml.safe_load(old_file.read_text())
     except OSError as exc:
         raise _unusable(run_dir, f"cannot be read ({exc.strerror})") from None
     except yaml.YAMLError:

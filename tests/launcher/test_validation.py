@@ -180,3 +180,11 @@ def test_a_preview_of_a_tiny_file_needs_no_schedule(cfg, tmp_path):
     data = _jsonl(tmp_path / "two.jsonl", [record, record])
     run(cfg("launcher.preview=2", f"data.path={data}", "data.eval_samples=0", f"launcher.run_dir={tmp_path / 'run'}"))
     assert len((tmp_path / "run" / "preview.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_run_from_before_the_marker_is_still_resumable(cfg, tmp_path):
+    run(cfg("launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+    (tmp_path / ".belle-run").unlink()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    run(cfg("launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+    assert (tmp_path / ".belle-run").is_file()
