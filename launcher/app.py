@@ -47,9 +47,9 @@ def run(cfg: DictConfig) -> Path:
 
     job = to_job(cfg)
     point = current_point()
-    directory = run_dir(job)
     if point:
-        directory = point.place(job, directory)
+        job = point.place(job, run_dir(job))
+    directory = run_dir(job)
     if not job.launcher.dry_run:
         from belle.model.architecture import check_model_path
 

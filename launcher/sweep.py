@@ -8,31 +8,27 @@ Running the same sweep again reuses the same directories, so finished points are
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from belle.config import JobConfig
 from belle.rundir import SWEEP, write_atomic
 
 
-@dataclass
+@dataclass(frozen=True)
 class Point:
     number: int
     """Hydra's job number of this point."""
     overrides: list[str]
     """The overrides that make this point."""
-    root: Path | None = None
-    """The sweep's directory, once the point is placed."""
 
-    def place(self, job: JobConfig, sweep_dir: Path) -> Path:
-        """Put the point's run under ``sweep_dir``, name it ``<sweep>-<number>`` (the Slurm job, the W&B run) and put
-        it into the sweep's W&B group (unless one is set)."""
-        self.root = sweep_dir
-        directory = sweep_dir / str(self.number)
-        job.launcher.run_dir = str(directory)
-        job.launcher.name = f"{sweep_dir.name}-{self.number}"
-        job.monitor.wandb_group = job.monitor.wandb_group or sweep_dir.name
-        return directory
+    def place(self, job: JobConfig, sweep_dir: Path) -> JobConfig:
+        """The point's job: its run in ``sweep_dir/<number>``, named ``<sweep>-<number>`` (the Slurm job, the W&B run),
+        in the sweep's W&B group (unless one is set)."""
+        name, directory = f"{sweep_dir.name}-{self.number}", sweep_dir / str(self.number)
+        launcher = replace(job.launcher, run_dir=str(directory), name=name)
+        monitor = replace(job.monitor, wandb_group=job.monitor.wandb_group or sweep_dir.name)
+        return replace(job, launcher=launcher, monitor=monitor)
 
 
 def current_point() -> Point | None:
@@ -47,9 +43,9 @@ def current_point() -> Point | None:
 
 
 def record_point(point: Point, run_dir: Path, status: str, job_id: str | None = None) -> None:
-    """Add or update the point's line in the sweep's sweep.json (written whole)."""
-    path = point.root / SWEEP
-    sweep = json.loads(path.read_text()) if path.is_file() else {"sweep": point.root.name, "points": []}
+    """Add or update the point's line in its sweep's sweep.json (written whole), beside the point's ``run_dir``."""
+    path = run_dir.parent / SWEEP
+    sweep = json.loads(path.read_text()) if path.is_file() else {"sweep": run_dir.parent.name, "points": []}
     points = {p["point"]: p for p in sweep["points"]}
     points[point.number] = {"point": point.number, "overrides": point.overrides, "job_id": job_id,
                             "run_dir": str(run_dir), "status": status}
