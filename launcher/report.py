@@ -23,13 +23,13 @@ def describe(plan: dict) -> str:
         f"  params     total {_count(m['params_total'])} ({m['params_total']:,}), "
         f"trainable {_count(m['params_trainable'])} ({m['params_trainable']:,}, {100 * m['trainable_share']:.3g}%)",
         f"  cluster    {c['kind']}: {c['nodes']} node(s) x {c['workers_per_node']} {c['device']} workers"
-        f" = world size {c['world_size']}",
+        f" = world size {c['world_size']}, {c['cpus_per_worker']} CPU core(s) per worker",
         f"  batch      micro {b['micro']} x world {c['world_size']} x accumulation {b['grad_accumulation']}"
         f" = global {b['global']} sequences of {b['max_length']} tokens ({'packed' if b['packed'] else 'padded'})",
         f"  strategy   ZeRO-{s['zero_stage']}, {s['precision']}, offload {', '.join(offload) or 'none'}, "
         f"activation checkpointing {'on' if s['activation_checkpointing'] else 'off'}",
         f"  memory/GPU {mem['total']} GiB{capacity}: weights {mem['weights']}, grads {mem['gradients']}, "
-        f"optimizer {mem['optimizer']}, ZeRO-3 gather {mem['zero3_working_set']}, "
+        f"optimizer {mem['optimizer']}, ZeRO-3 gather {mem['zero3_working_set']}, comm {mem['comm_buckets']}, "
         f"activations {mem['activations']}, logits {mem['logits']}, overhead {mem['overhead']}",
         f"  data       {d['name']}: {_count(d['num_samples'])} samples x {d['mean_tokens'] or '?'} tokens "
         f"({d['source']}) = {_count(d['tokens_per_epoch'])} tokens/epoch",

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from belle.config._checks import require
-from belle.config.cluster import ClusterConfig
+from belle.config.cluster import PRE_AMPERE, ClusterConfig
 from belle.config.data import DataConfig
 from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
@@ -64,7 +64,7 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         """The checks that span sections (each section checks itself in its own __post_init__)."""
-        m, d, s = self.model, self.data, self.strategy
+        m, d, s, c = self.model, self.data, self.strategy, self.cluster
         trains_on = DATA_FORMATS[self.method.name]
         require(
             d.format == trains_on,
@@ -78,9 +78,18 @@ class JobConfig:
             f"of {m.name}: set data.max_length={m.max_position_embeddings}",
         )
         require(
-            s.precision != "fp16" or self.cluster.use_gpu,
+            s.precision != "fp16" or c.use_gpu,
             "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "
             "set strategy.precision=bf16 or cluster.gpus_per_node=<GPUs per node>",
+        )
+        require(
+            not (c.use_gpu and c.gpu_type in PRE_AMPERE and s.precision == "bf16"),
+            f"cluster.gpu_type={c.gpu_type} has no bf16: set strategy.precision=fp16 (or fp32), or a newer GPU type",
+        )
+        require(
+            not (m.arch == "bloom" and d.pack and d.format == "sft"),
+            "BLOOM cannot keep packed samples apart (ALiBi attention takes no position ids, so samples in a row "
+            "would attend to each other): set data.pack=false",
         )
 
 

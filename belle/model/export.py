@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from belle.config import JobConfig
+from belle.config import LoraConfig, ModelConfig
 from belle.rundir import staged_dir
 
 
-def export(engine, job: JobConfig, tokenizer, out_dir: Path) -> list[Path]:
+def export(engine, model: ModelConfig, lora: LoraConfig | None, tokenizer, out_dir: Path) -> list[Path]:
     """Export the trained ``engine`` to ``out_dir``; call it on every rank (the ZeRO-3 gather is collective).
 
     Full fine-tune: out_dir is a model folder. LoRA: out_dir/adapter, plus out_dir/base when the base was randomly
@@ -24,12 +24,11 @@ def export(engine, job: JobConfig, tokenizer, out_dir: Path) -> list[Path]:
     import torch.distributed as dist
 
     out_dir = Path(out_dir).absolute()
-    lora = job.method.lora
-    state = _gather(engine, frozen=lora is None or job.model.path is None)
+    state = _gather(engine, frozen=lora is None or model.path is None)
     failure, written = None, []
     if dist.get_rank() == 0:
         try:
-            written = _write(engine.module, job, tokenizer, state, out_dir)
+            written = _write(engine.module, model.path, lora, tokenizer, state, out_dir)
         except Exception as error:  # the other ranks must hear of it, or they would wait forever
             failure = error
     message = [None if failure is None else f"{type(failure).__name__}: {failure}"]
@@ -50,32 +49,34 @@ def _gather(engine, frozen: bool) -> dict | None:
     return {key: value.detach().cpu() for key, value in engine.module.state_dict().items()}
 
 
-def _write(model, job: JobConfig, tokenizer, state: dict, out_dir: Path) -> list[Path]:
+def _write(model, base: str | None, lora: LoraConfig | None, tokenizer, state: dict, out_dir: Path) -> list[Path]:
     """Rank 0: write and check the export in a temporary sibling of out_dir, then move it into place."""
     with staged_dir(out_dir) as staging:
-        if job.method.lora is None:
+        if lora is None:
             _save_model(model, state, tokenizer, staging)
             _check_model(staging)
             folders = [staging]
         else:
-            folders = _save_lora(model, job, tokenizer, state, staging, out_dir)
+            folders = _save_lora(model, base, lora, tokenizer, state, staging, out_dir)
     return [out_dir / folder.relative_to(staging) for folder in folders]
 
 
-def _save_lora(peft_model, job: JobConfig, tokenizer, state: dict, staging: Path, out_dir: Path) -> list[Path]:
+def _save_lora(
+    peft_model, base: str | None, lora: LoraConfig, tokenizer, state: dict, staging: Path, out_dir: Path
+) -> list[Path]:
     """staging/adapter, and staging/base (random-init base) and staging/merged (export_merged), each checked."""
     adapter = staging / "adapter"
     peft_model.save_pretrained(adapter, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(adapter)
     _check_adapter(peft_model, adapter)
-    folders, base = [adapter], job.model.path
+    folders = [adapter]
     if base is None:
         base = staging / "base"
         _save_model(peft_model.get_base_model(), _base_state(state), tokenizer, base)
         _check_model(base)
         _set_base_path(adapter, out_dir / "base")
         folders.append(base)
-    if job.method.lora.export_merged:
+    if lora.export_merged:
         merged = staging / "merged"
         _merge(base, adapter, merged)
         tokenizer.save_pretrained(merged)

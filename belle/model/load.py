@@ -13,6 +13,7 @@ def load_tokenizer(model: ModelConfig):
     else:
         from transformers import AutoTokenizer
 
+        _check_tokenizer_folder(model, folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer in {folder} has no EOS token: BELLE's template ends every answer with EOS")
@@ -24,8 +25,28 @@ def load_tokenizer(model: ModelConfig):
     return tokenizer
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+"""Files of which a tokenizer folder holds at least one."""
+
+
+def _check_tokenizer_folder(model: ModelConfig, folder: str) -> None:
+    """A one-line error before transformers gets a folder that is missing or holds no tokenizer."""
+    from pathlib import Path
+
+    key = "model.tokenizer_path" if model.tokenizer_path else "model.path"
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{key}={folder} is not a folder: point {key} at the model's tokenizer folder")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{key}={folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): set model.tokenizer_path=<the "
+            "model's tokenizer folder>"
+        )
+
+
 def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0):
-    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers."""
+    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers, in
+    ``dtype`` (None: the checkpoint's own dtype, or float32 for a random model)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -36,9 +57,12 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
         register_torch_varlen()
     if model.path is not None:
         check_model_path(model)
-        return AutoModelForCausalLM.from_pretrained(model.path, attn_implementation=attn_implementation, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(
+            model.path, attn_implementation=attn_implementation, dtype=dtype or "auto"
+        )
     torch.manual_seed(seed)
     config = hf_config(model)
     config._attn_implementation = attn_implementation
-    net = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
-    return net if dtype is None else net.to(dtype)
+    return AutoModelForCausalLM.from_config(
+        config, attn_implementation=attn_implementation, dtype=dtype or torch.float32
+    )

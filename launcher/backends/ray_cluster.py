@@ -46,7 +46,7 @@ def ray_for(job: JobConfig):
     else:
         # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp, not $TMPDIR
         temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
-        connect(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+        connect(num_cpus=c.world_size * c.worker_cpus, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
     try:
         yield
     finally:

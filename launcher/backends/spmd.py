@@ -40,7 +40,7 @@ def trainer(job: JobConfig, run_dir: Path):
     from ray.train.torch import TorchConfig, TorchTrainer
 
     c = job.cluster
-    resources = {"CPU": c.cpus_per_worker} | ({"GPU": 1} if c.use_gpu else {})
+    resources = {"CPU": c.worker_cpus} | ({"GPU": 1} if c.use_gpu else {})
     return TorchTrainer(
         _worker,
         train_loop_config={"job": job, "run_dir": str(run_dir)},
@@ -51,7 +51,7 @@ def trainer(job: JobConfig, run_dir: Path):
             storage_path=str(run_dir),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
-            worker_runtime_env={"env_vars": WORKER_ENV},
+            worker_runtime_env={"env_vars": WORKER_ENV | c.worker_env(os.environ)},
         ),
     )
 
