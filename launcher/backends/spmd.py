@@ -62,7 +62,8 @@ def _reason(error: Exception) -> str:
     if failures:
         rank, failure = min(failures.items())
         cause = getattr(failure, "cause", None) or failure
-        return f"rank {rank}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+        message = str(cause).strip().splitlines()  # an assert without a message has none
+        return f"rank {rank}: {type(cause).__name__}" + (f": {message[0]}" if message else "")
     return str(error).strip().splitlines()[-1]
 
 
