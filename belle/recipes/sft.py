@@ -20,6 +20,7 @@ from belle.data.dataset import build_pretrain_blocks, build_sft_samples
 from belle.data.packing import PackedRow, collate, pack, pad_rows, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
+from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS, resolve_attention
 from belle.model.export import export
 from belle.model.load import load_tokenizer
@@ -90,6 +91,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         _epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
     monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
+    heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
 
     # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
     # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches
@@ -152,6 +154,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             monitor.log(record)
         if step % job.train.save_every == 0 or step == total_steps:
             save()
+        heartbeat(step)
 
     # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
     export(engine, job.model, job.method.lora, tokenizer, run_dir / "export")
