@@ -76,7 +76,12 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
-    directory = checkpoint.latest(run_dir)
+    def skipped(folder: Path, why: str) -> None:
+        if rank == 0:
+            print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
+                  flush=True)
+
+    directory = checkpoint.latest(run_dir, on_skip=skipped)
     if directory is not None:
         _, saved = engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
         state = {key: saved[key] for key in state}  # DeepSpeed adds keys of its own
