@@ -52,7 +52,9 @@ def test_auto_mode_follows_the_key(wandb_env, monkeypatch):
     assert resolve_mode("auto") == "online" and resolve_mode("offline") == "offline"
 
 
-@pytest.mark.parametrize(("exported", "mode"), [("offline", "offline"), ("disabled", "disabled"), ("dryrun", "offline")])
+@pytest.mark.parametrize(
+    ("exported", "mode"), [("offline", "offline"), ("disabled", "disabled"), ("dryrun", "offline")]
+)
 def test_auto_honours_the_exported_wandb_mode(monkeypatch, exported, mode):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_MODE", exported)
