@@ -9,6 +9,7 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/loss.png               the loss curve
     <run_dir>/checkpoints/step-N/    every rank's states; checkpoints/latest names the newest complete one
     <run_dir>/export/                the trained model or adapter
+    <run_dir>/progress/rank-N.json   each rank's last finished step; hang/: every rank's stacks at a hang
     <run_dir>/stop-requested         a graceful stop asked for (belle.stop); <run_dir>/stopped: the answer
     <run_dir>/wandb_id, wandb/       the W&B run's id and its local files
     <run_dir>/preview.jsonl          launcher.preview's samples
@@ -35,6 +36,12 @@ SUMMARY = "summary.json"
 LOSS_PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+MANIFEST = "manifest.json"
+"""In each checkpoint folder once every rank has saved: each file's size, to tell a damaged one at resume."""
+PROGRESS = "progress"
+"""One heartbeat file per rank (belle.heartbeat), read by the launcher's hang watchdog."""
+HANG = "hang"
+"""Every rank's stacks, written when the watchdog finds the run hung."""
 EXPORT = "export"
 STOP_REQUEST = "stop-requested"
 STOPPED = "stopped"

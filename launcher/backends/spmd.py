@@ -2,6 +2,7 @@
 the job's recipe in one torch.distributed world. Where Ray comes from: launcher.backends.ray_cluster."""
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from belle import rundir
@@ -72,10 +73,18 @@ def run(job: JobConfig, run_dir: Path) -> str | None:
     why it failed."""
     from ray.train import TrainingFailedError
 
+    from launcher.watchdog import HangWatchdog, on_ray_node
+
+    t = job.train
+    if t.hang_timeout_s is None:
+        watchdog = nullcontext()
+    else:
+        watchdog = HangWatchdog(run_dir, t.hang_timeout_s, t.hang_first_step_s, on_node=on_ray_node)
     for key, value in CONTROLLER_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        trainer(job, run_dir).fit()
+        with watchdog:
+            trainer(job, run_dir).fit()
     except TrainingFailedError as failure:
-        return _reason(failure)
+        return getattr(watchdog, "hang", None) or _reason(failure)
     return None
