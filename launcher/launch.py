@@ -68,9 +68,21 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
+def prepare_data(job: JobConfig):
+    """The job's data cache (belle.data.prepare): reused when one matches, else prepared here over this machine's
+    cores, once per job and before any worker starts. Prints where it is and what it holds."""
+    from belle.data.prepare import prepare
+    from belle.model.load import load_tokenizer
+
+    prepared = prepare(job.data, load_tokenizer(job.model))
+    print(prepared.describe(), flush=True)
+    return prepared
+
+
 def launch(job: JobConfig, run_dir: Path) -> dict:
-    """Train ``job`` (resuming the run in ``run_dir`` if there is one) and write its summary; a completed run is
-    never trained again. Call it inside ``graceful_stop``."""
+    """Prepare the data (unless cached), train ``job`` (resuming the run in ``run_dir`` if there is one) and write
+    its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
+    from belle.data.records import DataError
     from belle.monitor.plot import plot_loss
     from launcher.backends.ray_train import run_on_ray
 
@@ -79,6 +91,11 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
         print(f"{run_dir} holds a completed run ({previous['steps']} steps): nothing to do")
         return previous
     started = time.time()
+    try:
+        prepare_data(job)
+    except DataError as exc:  # a bad record: nothing is started, the summary says where
+        write_summary(run_dir, summarise(run_dir, started, str(exc)))
+        raise RuntimeError(str(exc)) from None
     summary = summarise(run_dir, started, run_on_ray(job, run_dir))
     write_summary(run_dir, summary)
     plot = plot_loss(run_dir)

@@ -29,7 +29,7 @@ class DataConfig:
     """Average tokens per sample, used by the plan; None measures it on a prefix of the file."""
     check_records: int = 1000
     """Records read and checked on the submitting machine before anything is launched."""
-    cache_dir: str = "${oc.env:BELLE_HOME,~/.belle}/data-cache"
+    cache_dir: str = "${oc.env:BELLE_HOME,'~/.belle'}/data-cache"
     """Where prepared data (token arrays, one folder per data + tokenizer + settings) is kept; on several nodes,
     a folder every node sees."""
     smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"

@@ -1,6 +1,7 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
-Setup (seed, tokenizer, packed rows sharded by rank, model, DeepSpeed engine, resume) → loop (micro-batches,
+Setup (seed, tokenizer, packed rows memory-mapped from the prepared data cache and sharded by rank, model, DeepSpeed
+engine, resume) → loop (micro-batches,
 one optimizer step per accumulation window, metrics, eval loss, checkpoints; a stop request saves and leaves) →
 save (the exported model).
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from itertools import count
+from itertools import chain, count, repeat
 from pathlib import Path
 
 from belle import checkpoint, stop
 from belle.config import JobConfig, job_dict
-from belle.data.dataset import build_pretrain_blocks, build_sft_samples
-from belle.data.packing import PackedRow, collate, pack, pad_rows
+from belle.data.cache import open_cache
+from belle.data.packing import PackedRow, collate
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
 from belle.model.export import export
@@ -48,9 +50,9 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     random.seed(job.train.seed)
     torch.manual_seed(job.train.seed)
 
-    # data: held-out eval rows, training rows reshuffled every epoch
+    # data: held-out eval rows, training rows reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    eval_rows, train_rows = _rows(job, tokenizer)
+    eval_rows, train_rows = open_cache(job.data, tokenizer)
     strategy = job.strategy
     accumulation = grad_accumulation(strategy, world)
     rows_per_rank = len(train_rows) // world
@@ -178,16 +180,7 @@ class _Monitor:
             self.wandb.finish()
 
 
-def _rows(job: JobConfig, tokenizer) -> tuple[list[PackedRow], list[PackedRow]]:
-    """Eval rows (the first data.eval_samples samples) and training rows (the rest), packed unless data.pack=false."""
-    build = build_sft_samples if job.data.format == "sft" else build_pretrain_blocks
-    samples, _ = build(job.data.path, tokenizer, job.data.max_length)
-    held_out, rest = samples[: job.data.eval_samples], samples[job.data.eval_samples :]
-    rows = pack if job.data.pack else pad_rows
-    return [list(rows(part, job.data.max_length, tokenizer.pad_token_id)) for part in (held_out, rest)]
-
-
-def _epochs(rows: list[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int, skip: int = 0):
+def _epochs(rows: Sequence[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int, skip: int = 0):
     """This rank's rows, endlessly, from its ``skip``-th row on: every epoch a fresh shuffle (seeded by seed and
     epoch), then the rank's equal share (the remainder that would leave ranks uneven is dropped)."""
     for epoch in count(skip // rows_per_rank):
@@ -199,16 +192,16 @@ def _epochs(rows: list[PackedRow], rows_per_rank: int, rank: int, world: int, se
             yield rows[index]
 
 
-def _evaluate(engine, rows: list[PackedRow], rank: int, world: int, micro_batch: int) -> float:
+def _evaluate(engine, rows: Sequence[PackedRow], rank: int, world: int, micro_batch: int) -> float:
     """Token-weighted mean loss over ``rows`` on all ranks. Shards are padded with label-free rows so every
     rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    shard = rows[rank::world]
+    mine = range(rank, len(rows), world)
     blank = replace(rows[0], labels=[IGNORE_INDEX] * len(rows[0].labels))
-    shard += [blank] * (-(-len(rows) // world) - len(shard))
+    shard = chain((rows[i] for i in mine), repeat(blank, -(-len(rows) // world) - len(mine)))
     totals = torch.zeros(2, dtype=torch.float64)
     engine.eval()
     with torch.no_grad():
