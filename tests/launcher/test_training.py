@@ -122,7 +122,8 @@ def test_full_fine_tune_with_zero2(launcher, tmp_path):
 
 def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
     """Killed after its step-4 checkpoint, the rerun continues at step 5 and ends where an uninterrupted run does."""
-    common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline")
+    common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline",
+              "data.max_length=224")  # a data cache of its own: the first run prepares it
     whole, log = tmp_path / "whole", tmp_path / "whole.log"
     _finish(launcher(f"launcher.run_dir={whole}", *common, log=log), log)
 
