@@ -67,6 +67,11 @@ def build_pretrain_blocks(
     return blocks, stats
 
 
+def builder(data_format: str):
+    """The in-memory builder of data.format: build_sft_samples (sft) or build_pretrain_blocks (pretrain)."""
+    return build_pretrain_blocks if data_format == "pretrain" else build_sft_samples
+
+
 def check_records(spec: str, stats: DatasetStats) -> None:
     """Refuse data without records."""
     if not stats.records:

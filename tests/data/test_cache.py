@@ -12,7 +12,7 @@ import pytest
 
 from belle.config import DataConfig
 from belle.data.cache import cache_path, is_complete, open_cache
-from belle.data.dataset import build_pretrain_blocks, build_sft_samples
+from belle.data.dataset import builder
 from belle.data.packing import pack, pad_rows
 from belle.data.prepare import prepare
 from belle.data.records import SAMPLES_DIR, DataError
@@ -22,8 +22,7 @@ PRETRAIN_SPEC = str(SAMPLES_DIR / "pretrain.jsonl")
 
 def reference_rows(data: DataConfig, tokenizer):
     """What the recipe built in every worker before the cache: (eval rows, training rows)."""
-    build = build_sft_samples if data.format == "sft" else build_pretrain_blocks
-    samples, _ = build(data.path, tokenizer, data.max_length)
+    samples, _ = builder(data.format)(data.path, tokenizer, data.max_length)
     held_out, rest = samples[: data.eval_samples], samples[data.eval_samples :]
     rows = pack if data.pack else pad_rows
     return [list(rows(part, data.max_length, tokenizer.pad_token_id)) for part in (held_out, rest)]
