@@ -24,6 +24,7 @@ class DatasetStats:
     truncated: int = 0  # samples cut at max_length, dropped ones included
     tokens: int = 0  # tokens in the kept samples
     trained_tokens: int = 0  # tokens with a label in the kept samples
+    eval_copies: int = 0  # training samples dropped as copies of a held-out eval sample (prepared cache only)
 
 
 def build_sft_samples(

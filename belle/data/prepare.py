@@ -2,7 +2,8 @@
 the machine's cores (records in file order), pack in this process, and write the cache (belle.data.cache).
 
 The rows are exactly those of the in-memory path (build_sft_samples / build_pretrain_blocks, then pack or pad_rows,
-the first data.eval_samples samples held out); tests compare them token for token.
+the first data.eval_samples samples held out and their copies left out of training); tests compare them token for
+token.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Prepared:
             f"  records {s['records']}, samples {s['samples']}, tokens {s['tokens']} ({s['trained_tokens']} trained)\n"
             f"  rows {rows['train']} train + {rows['eval']} eval of {m['max_length']} tokens, "
             f"padding {m['padding_share']:.2%}\n"
-            f"  truncated {s['truncated']}, dropped (no answer token left) {s['dropped_no_trained_tokens']}"
+            f"  truncated {s['truncated']}, dropped (no answer token left) {s['dropped_no_trained_tokens']}, "
+            f"training copies of eval samples dropped {s['eval_copies']}"
         )
 
 
@@ -78,7 +80,7 @@ def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
     pieces = _pieces(data, tokenizer, processes, stats)
     held_out = list(islice(pieces, data.eval_samples))
     writers = {split: _SplitWriter(staging, split, token_dtype) for split in SPLITS}
-    for split, part in (("train", pieces), ("eval", held_out)):
+    for split, part in (("train", _without(pieces, held_out, stats)), ("eval", held_out)):
         groups = pack_groups(part, data.max_length) if data.pack else ([p] for p in part if len(p.input_ids))
         for members in groups:
             writers[split].add(members)
@@ -126,6 +128,16 @@ def _pieces(data: DataConfig, tokenizer, processes: int, stats: DatasetStats) ->
         ends = np.cumsum(lengths)
         for start, end in zip(ends - lengths, ends, strict=True):
             yield _Piece(tokens[start:end], trained[start:end])
+
+
+def _without(pieces: Iterable[_Piece], held_out: list[_Piece], stats: DatasetStats) -> Iterator[_Piece]:
+    """``pieces`` less the copies of a held-out sample (the eval loss is measured on samples never trained)."""
+    seen = {piece.input_ids.tobytes() for piece in held_out}
+    for piece in pieces:
+        if seen and piece.input_ids.tobytes() in seen:
+            stats.eval_copies += 1
+        else:
+            yield piece
 
 
 def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: int) -> Iterator[tuple]:

@@ -24,6 +24,7 @@ def reference_rows(data: DataConfig, tokenizer):
     """What the recipe built in every worker before the cache: (eval rows, training rows)."""
     samples, _ = builder(data.format)(data.path, tokenizer, data.max_length)
     held_out, rest = samples[: data.eval_samples], samples[data.eval_samples :]
+    rest = [s for s in rest if s.input_ids not in [h.input_ids for h in held_out]]  # eval samples are never trained
     rows = pack if data.pack else pad_rows
     return [list(rows(part, data.max_length, tokenizer.pad_token_id)) for part in (held_out, rest)]
 
@@ -47,8 +48,24 @@ def test_cache_holds_exactly_the_reference_rows(tmp_path, tokenizer, sft_spec, f
         assert len(cached) == len(expected)
         assert list(cached) == expected  # ids, labels, position ids (the sample boundaries) and padding, in order
     rows = [row for part in reference for row in part]
-    assert prepared.meta["stats"]["samples"] == sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows)
+    stats = prepared.meta["stats"]
+    assert stats["samples"] - stats["eval_copies"] == sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows)
     assert prepared.meta["splits"]["train"]["rows"] == len(reference[1]) > 0
+
+def test_the_eval_samples_are_held_out_from_training(tmp_path, tokenizer, sft_spec):
+    """The bundled data repeats records (2,980 distinct among 4,200): no eval sample may also be trained."""
+    data = data_config(tmp_path, sft_spec, max_length=256, eval_samples=64)
+    assert prepare(data, tokenizer, processes=1).meta["stats"]["eval_copies"] > 0
+    eval_rows, train_rows = open_cache(data, tokenizer)
+
+    def samples(rows):
+        for row in rows:
+            starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.input_ids) - row.n_pad]
+            yield from (tuple(row.input_ids[a:b]) for a, b in zip(starts, starts[1:]) if a < b)
+
+    held_out = set(samples(eval_rows))
+    assert len(held_out) > 30 and not held_out & set(samples(train_rows))
+
 
 def test_in_process_and_parallel_prepare_agree(tmp_path, tokenizer, sft_spec):
     one = data_config(tmp_path / "one", sft_spec, max_length=192, eval_samples=5)
