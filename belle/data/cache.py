@@ -129,7 +129,9 @@ class Rows(Sequence):
         self.max_length, self.pad = meta["max_length"], meta["pad_token_id"]
 
         def array(suffix: str, dtype: str, n: int):
-            return np.memmap(folder / f"{split}.{suffix}", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+            if not n:  # numpy cannot map an empty file
+                return np.zeros(0, dtype)
+            return np.memmap(folder / f"{split}.{suffix}", dtype=dtype, mode="r", shape=(n,))
 
         self.tokens = array("tokens", meta["token_dtype"], counts["tokens"])
         self.trained = array("trained", "uint8", counts["tokens"])

@@ -220,7 +220,8 @@ class _SplitWriter:
     FLUSH_PIECES = 8192
 
     def __init__(self, folder: Path, split: str, token_dtype: str):
-        self.files = {name: open(folder / f"{split}.{name}", "wb") for name in ("tokens", "trained", "samples", "rows")}
+        names = ("tokens", "trained", "samples", "rows")
+        self.files = {name: open(folder / f"{split}.{name}", "wb") for name in names}  # noqa: SIM115 (see close)
         self.token_dtype = token_dtype
         self.buffers: dict[str, list] = {name: [] for name in self.files}
         self.n_tokens = self.n_samples = self.n_rows = 0

@@ -11,15 +11,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import replace
-from itertools import chain, count, repeat
 from pathlib import Path
 
 from belle import checkpoint, stop
 from belle.config import JobConfig, job_dict
 from belle.data.cache import open_cache
-from belle.data.packing import PackedRow, collate
+from belle.data.packing import collate
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
 from belle.model.export import export
@@ -30,6 +27,7 @@ from belle.monitor.progress import Progress
 from belle.monitor.wandb_run import start_wandb
 from belle.strategy import grad_accumulation
 from belle.strategy.engine import build_engine
+from belle.train.loop import epochs, evaluate
 
 CHECKPOINT_TAG = "state"
 
@@ -79,7 +77,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
                 torch.cuda.set_rng_state(saved["cuda"])
     start = state["step"]
     micro_batches = batched(
-        _epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
+        epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
     monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
 
@@ -139,7 +137,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             if monitor:
                 record |= monitor.meter.measure(tokens, int(samples), time.time() - step_start)
         if eval_rows and (step == total_steps or (job.train.eval_every and step % job.train.eval_every == 0)):
-            state["eval_loss"] = _evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
+            state["eval_loss"] = evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
             record |= {"step": step, "eval_loss": state["eval_loss"]}
         if record and monitor:
             monitor.log(record)
@@ -178,43 +176,3 @@ class _Monitor:
     def finish(self) -> None:
         if self.wandb:
             self.wandb.finish()
-
-
-def _epochs(rows: Sequence[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int, skip: int = 0):
-    """This rank's rows, endlessly, from its ``skip``-th row on: every epoch a fresh shuffle (seeded by seed and
-    epoch), then the rank's equal share (the remainder that would leave ranks uneven is dropped)."""
-    for epoch in count(skip // rows_per_rank):
-        order = list(range(len(rows)))
-        random.Random(seed + epoch).shuffle(order)
-        mine = order[rank::world][:rows_per_rank]
-        start = skip % rows_per_rank if epoch == skip // rows_per_rank else 0
-        for index in mine[start:]:
-            yield rows[index]
-
-
-def _evaluate(engine, rows: Sequence[PackedRow], rank: int, world: int, micro_batch: int) -> float:
-    """Token-weighted mean loss over ``rows`` on all ranks. Shards are padded with label-free rows so every
-    rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
-    import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
-
-    mine = range(rank, len(rows), world)
-    blank = replace(rows[0], labels=[IGNORE_INDEX] * len(rows[0].labels))
-    shard = chain((rows[i] for i in mine), repeat(blank, -(-len(rows) // world) - len(mine)))
-    totals = torch.zeros(2, dtype=torch.float64)
-    engine.eval()
-    with torch.no_grad():
-        for chunk in batched(shard, micro_batch):
-            batch = {key: value.to(engine.device) for key, value in collate(chunk).items()}
-            logits = engine(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None, use_cache=False
-            ).logits.float()
-            targets = batch["labels"][:, 1:]
-            totals[0] += F.cross_entropy(
-                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            ).item()
-            totals[1] += (targets != IGNORE_INDEX).sum().item()
-    engine.train()
-    dist.all_reduce(totals)
-    return (totals[0] / totals[1]).item()

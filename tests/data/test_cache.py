@@ -61,7 +61,7 @@ def test_the_eval_samples_are_held_out_from_training(tmp_path, tokenizer, sft_sp
     def samples(rows):
         for row in rows:
             starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.input_ids) - row.n_pad]
-            yield from (tuple(row.input_ids[a:b]) for a, b in zip(starts, starts[1:]) if a < b)
+            yield from (tuple(row.input_ids[a:b]) for a, b in zip(starts, starts[1:], strict=False) if a < b)
 
     held_out = set(samples(eval_rows))
     assert len(held_out) > 30 and not held_out & set(samples(train_rows))
