@@ -4,12 +4,15 @@ for BELLE-2M.
     python bench/data_cache.py [--n 50000] [--sizes 20000 200000 1000000] [--max-length 1024]
 
 Side by side in one run, on the same generated instruction records (generate_instruction_records) and the tiny
-tokenizer:
+tokenizer, the Rust tokenizer held to one thread (RAYON_NUM_THREADS=1) so that "1 process" means one core:
   prepare, all cores   belle.data.prepare: records parsed, checked, templated and tokenized in one process per core,
-                       packed and written here (flat token arrays + index)
+                       packed and written by this process (flat token arrays + index)
   prepare, 1 process   the same in this process
-  in-worker (before)   what every Ray Train worker did before the cache: build_sft_samples + pack into lists
+  in-worker (before)   what every Ray Train worker did before the cache, each rank on its own: build_sft_samples +
+                       pack into lists
   BELLE-style          bench/data_prep.py's baseline: one tokenizer call per segment, sample by sample (in memory)
+The projection for BELLE-2M splits the work measured here into the serial part (this process's CPU time during the
+all-cores prepare: reading lines, packing, writing; per sample) and the rest (per token, spread over the cores).
 Then, for each of --sizes records: RssAnon of a fresh process after it opened the cache and read every training row
 (an epoch, collated 8 rows at a time), against the in-worker path holding its rows (up to 200k records).
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before the tokenizers library starts its threads
 import statistics
 import subprocess
 import sys
@@ -103,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
 
     path = write_records(work / "records.jsonl", args.n)
     data = DataConfig(name="bench", path=str(path), cache_dir=str(work / "all"), max_length=args.max_length)
+    cpu = time.process_time()
     prepared, t_all = timed(lambda: prepare(data, tokenizer, processes=cores))
+    serial = time.process_time() - cpu  # this process's own share: reading, packing, writing
     one = DataConfig(name="bench", path=str(path), cache_dir=str(work / "one"), max_length=args.max_length)
     _, t_one = timed(lambda: prepare(one, tokenizer, processes=1))
     _, t_worker = timed(lambda: list(pack(build_sft_samples(str(path), tokenizer, args.max_length)[0],
@@ -134,14 +141,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cache growth: {(r1 - r0) / (t1 - t0):.3f} bytes of RssAnon per token (target <= 10)")
 
     samples, per_sample = BELLE_2M
-    token_rate = stats["tokens"] / t_one  # tokens per second of one process
-    efficiency = t_one / t_all / cores
-    hours = samples * per_sample / (token_rate * NODE_CORES * efficiency) / 3600
+    per_token = max(t_one - serial, 0) / stats["tokens"]  # one core's parallel work per token
+    minutes = (serial / args.n * samples + per_token * samples * per_sample / NODE_CORES) / 60
+    print(f"serial part: {serial:.2f} s of this process's CPU in the all-cores prepare "
+          f"({serial / args.n * 1e6:.0f} us per sample); the rest {per_token * 1e6:.2f} us per token on one core")
     size = {dtype: samples * per_sample * (width + 1) + 16 * samples for dtype, width in (("uint16", 2), ("int32", 4))}
     lists = 80 * samples * per_sample / 1e9  # bytes per token held as Python lists (design notes)
     print(f"\nprojection, BELLE-2M ({samples:,} samples x {per_sample} tokens) on a {NODE_CORES}-core node:\n"
-          f"  prepare {hours * 60:.0f} min ({token_rate:,.0f} tokens/s per process measured here, parallel efficiency "
-          f"{efficiency:.0%} on {cores} cores)\n"
+          f"  prepare {minutes:.1f} min (serial part + the rest over {NODE_CORES} cores); before: every rank "
+          f"~{t_worker / stats['tokens'] * samples * per_sample / 60:.0f} min of one core, on every start\n"
           f"  cache {size['uint16'] / 1e9:.1f} GB with a vocabulary <= 65,536 (LLaMA), {size['int32'] / 1e9:.1f} GB "
           f"above (BELLE-LLaMA-EXT, Qwen2)\n"
           f"  memory per rank: the flat RssAnon above (file pages, shared by a node's ranks); before: ~{lists:.0f} GB "

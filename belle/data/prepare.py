@@ -12,6 +12,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -151,9 +152,12 @@ def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: 
         _setup(tokenizer, max_length)
         yield from map(work, tasks)
         return
-    context = multiprocessing.get_context("forkserver")
+    # fork: a worker starts at once and imports nothing (spawn/forkserver would import this program's __main__ in
+    # each); the tokenizer is rebuilt from its JSON there, and runs single-threaded, as the pool spreads the work
     setup = (backend.to_str(), eos_token_id(tokenizer), max_length)
-    with context.Pool(processes, initializer=_setup_from_json, initargs=setup) as pool:
+    with _single_threaded_tokenizers():
+        pool = multiprocessing.get_context("fork").Pool(processes, initializer=_setup_from_json, initargs=setup)
+    with pool:
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(work, (task,)))
@@ -161,6 +165,21 @@ def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: 
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+@contextmanager
+def _single_threaded_tokenizers():
+    """Set TOKENIZERS_PARALLELISM=false while the pool forks: the workers inherit it, so the tokenizers library
+    neither warns about a fork after its threads ran nor starts threads of its own; this process keeps its setting."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 # what a worker process holds: the tokenizer (or the stand-in encode_many needs) and max_length
@@ -178,7 +197,6 @@ class _RustTokenizer:
 
 
 def _setup_from_json(backend_json: str, eos_id: int, max_length: int) -> None:
-    os.environ["RAYON_NUM_THREADS"] = "1"  # one core per process: the pool spreads the work
     _setup(_RustTokenizer(backend_json, eos_id), max_length)
 
 
