@@ -58,8 +58,11 @@ def key_inputs(data: DataConfig, tokenizer) -> dict:
 
 
 def cache_root(data: DataConfig) -> Path:
-    """data.cache_dir, with ~ expanded."""
-    return Path(data.cache_dir).expanduser()
+    """data.cache_dir, with ~ expanded; it must be absolute, since workers run in directories of their own."""
+    root = Path(data.cache_dir).expanduser()
+    if not root.is_absolute():
+        raise DataError(f"data.cache_dir={data.cache_dir} is a relative path: set data.cache_dir=<absolute folder>")
+    return root
 
 
 def cache_path(data: DataConfig, tokenizer) -> Path:

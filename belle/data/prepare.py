@@ -142,21 +142,19 @@ def _without(pieces: Iterable[_Piece], held_out: list[_Piece], stats: DatasetSta
 
 
 def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: int) -> Iterator[tuple]:
-    """Results of the tasks in order, from ``processes`` worker processes with a bounded number in flight (or in
-    this process for one, or for a tokenizer with no Rust backend to hand over)."""
+    """Results of the tasks in order, from ``processes`` worker processes with a bounded number in flight (or from
+    this process for one)."""
     import multiprocessing
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
     work = _encode_texts if fmt == "pretrain" else _encode_samples
-    if processes == 1 or backend is None:
+    if processes == 1:
         _setup(tokenizer, max_length)
         yield from map(work, tasks)
         return
-    # fork: a worker starts at once and imports nothing (spawn/forkserver would import this program's __main__ in
-    # each); the tokenizer is rebuilt from its JSON there, and runs single-threaded, as the pool spreads the work
-    setup = (backend.to_str(), eos_token_id(tokenizer), max_length)
+    # fork: a worker starts at once, inherits the tokenizer and imports nothing (spawn and forkserver would import
+    # this program's __main__ in each)
     with _single_threaded_tokenizers():
-        pool = multiprocessing.get_context("fork").Pool(processes, initializer=_setup_from_json, initargs=setup)
+        pool = multiprocessing.get_context("fork").Pool(processes, initializer=_setup, initargs=(tokenizer, max_length))
     with pool:
         pending: deque = deque()
         for task in tasks:
@@ -182,22 +180,9 @@ def _single_threaded_tokenizers():
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-# what a worker process holds: the tokenizer (or the stand-in encode_many needs) and max_length
+# what a worker process holds: the tokenizer and max_length
 _tokenizer = None
 _max_length = 0
-
-
-class _RustTokenizer:
-    """The two things encode_many and tokenize_batch use of a tokenizer, rebuilt from its serialised backend."""
-
-    def __init__(self, backend_json: str, eos_id: int):
-        from tokenizers import Tokenizer
-
-        self.backend_tokenizer, self.eos_token_id = Tokenizer.from_str(backend_json), eos_id
-
-
-def _setup_from_json(backend_json: str, eos_id: int, max_length: int) -> None:
-    _setup(_RustTokenizer(backend_json, eos_id), max_length)
 
 
 def _setup(tokenizer, max_length: int) -> None:

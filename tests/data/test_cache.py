@@ -187,3 +187,9 @@ def test_two_jobs_preparing_the_same_data_at_once_tokenize_it_once(tmp_path, tok
     outputs = sorted(job.communicate(timeout=120)[0].strip() for job in jobs)
     assert outputs == ["built", "reused"]
     assert all(job.returncode == 0 for job in jobs) and is_complete(folder)
+
+
+def test_a_relative_cache_dir_is_refused(tokenizer, sft_spec):
+    data = DataConfig(name="test", path=sft_spec, cache_dir="cache")
+    with pytest.raises(DataError, match=r"^data\.cache_dir=cache is a relative path: set data\.cache_dir=<absolute"):
+        prepare(data, tokenizer)
