@@ -9,6 +9,7 @@ token.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -154,8 +155,8 @@ def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: 
     # fork: a worker starts at once, inherits the tokenizer and imports nothing (spawn and forkserver would import
     # this program's __main__ in each)
     with _single_threaded_tokenizers():
-        pool = multiprocessing.get_context("fork").Pool(processes, initializer=_setup, initargs=(tokenizer, max_length))
-    with pool:
+        pool = multiprocessing.get_context("fork").Pool(processes, _worker, (tokenizer, max_length))
+    try:
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(work, (task,)))
@@ -163,6 +164,10 @@ def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: 
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+        pool.close()  # the workers leave on their own
+        pool.join()
+    finally:
+        pool.terminate()  # a bad record, or the prepare itself stopped: end the workers (SIGTERM)
 
 
 @contextmanager
@@ -183,6 +188,15 @@ def _single_threaded_tokenizers():
 # what a worker process holds: the tokenizer and max_length
 _tokenizer = None
 _max_length = 0
+
+
+def _worker(tokenizer, max_length: int) -> None:
+    """Set up a forked worker process. The launcher's stop handlers (SIGTERM, SIGUSR1) are not the worker's: the
+    pool ends its workers with SIGTERM; Ctrl-C is the parent's to handle."""
+    for signum, action in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGUSR1, signal.SIG_DFL),
+                           (signal.SIGINT, signal.SIG_IGN)):
+        signal.signal(signum, action)
+    _setup(tokenizer, max_length)
 
 
 def _setup(tokenizer, max_length: int) -> None:

@@ -140,9 +140,18 @@ print("built" if prepare(data, tiny_tokenizer(), processes=2).built else "reused
 """
 
 
-def _prepare_in_subprocess(spec: str, cache_dir) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", PREPARE, spec, str(cache_dir)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+def _prepare_in_subprocess(spec: str, cache_dir, before: str = "") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", before + PREPARE, spec, str(cache_dir)], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def test_prepare_under_the_launchers_stop_handler_neither_triggers_it_nor_hangs(tmp_path, sft_spec):
+    """The launcher prepares inside graceful_stop, whose SIGTERM handler only asks a run to stop: the worker
+    processes must not inherit it (the pool ends them with SIGTERM)."""
+    handler = (f"import signal\nsignal.signal(signal.SIGTERM, lambda *_: open({str(tmp_path / 'asked')!r}, 'w'))\n")
+    job = _prepare_in_subprocess(sft_spec, tmp_path / "cache", before=handler)
+    assert job.communicate(timeout=120)[0].strip() == "built" and job.returncode == 0
+    assert not (tmp_path / "asked").exists()
 
 
 def _wait_for(condition, what: str, timeout: float = 120) -> None:
