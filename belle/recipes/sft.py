@@ -1,9 +1,8 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
 Setup (seed, tokenizer, packed rows memory-mapped from the prepared data cache and sharded by rank, model, DeepSpeed
-engine, resume) → loop (micro-batches,
-one optimizer step per accumulation window, metrics, eval loss, checkpoints; a stop request saves and leaves) →
-save (the exported model).
+engine, resume) → loop (micro-batches, one optimizer step per accumulation window, metrics, eval loss, checkpoints;
+a stop request saves and leaves) → save (the exported model).
 """
 
 from __future__ import annotations
