@@ -34,7 +34,10 @@ def main(out: str, steps: int) -> None:
     tokenizer = load_tokenizer(job.model)
     samples, _ = build_sft_samples(job.data.path, tokenizer, job.data.max_length)
     rows = list(pack(samples, job.data.max_length, tokenizer.pad_token_id))[rank::world]
-    engine = build_engine(job, world, steps, on_gpu=False)
+    engine = build_engine(
+        job.model, job.strategy, job.optim, job.method.lora, attention="sdpa", world_size=world, total_steps=steps,
+        seed=job.train.seed,
+    )
     accumulation, micro = grad_accumulation(job.strategy, world), job.strategy.micro_batch
     position = 0
     for step in range(1, steps + 1):

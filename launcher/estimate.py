@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from belle.config import JobConfig
 from belle.config.cluster import GPU_TYPES
-from belle.monitor.flops import hardware_flops_per_token
+from belle.monitor.flops import model_flops_per_token
+from belle.strategy.deepspeed import COMM_BUCKET
 
 GIB = 1024**3
 OVERHEAD_GIB = 2.0
@@ -22,6 +23,7 @@ class Memory:
     gradients: float
     optimizer: float
     zero3_working_set: float
+    comm_buckets: float
     activations: float
     logits: float
     overhead: float
@@ -58,28 +60,37 @@ def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: in
         gradients=w_bytes * trainable / shard[1],
         optimizer=0.0 if s.offload_optimizer else opt_bytes * trainable / shard[2],
         zero3_working_set=working_set,
+        comm_buckets=_comm_buckets(s.zero_stage, w_bytes) if job.cluster.use_gpu else 0.0,
         activations=float(activations),
         logits=float(tokens * m.vocab_size * 10),  # 16-bit logits, fp32 upcast and its gradient
         overhead=OVERHEAD_GIB * GIB if job.cluster.use_gpu else 0.0,
     )
 
 
-def flops_per_token(job: JobConfig, total: int) -> float:
-    """Hardware FLOPs per trained token of ``job`` (recompute included)."""
+def _comm_buckets(stage: int, w_bytes: int) -> float:
+    """ZeRO's communication buffers of belle.strategy.deepspeed.COMM_BUCKET elements: two reduce buckets alive with
+    overlap_comm (ZeRO-2/3) or one (ZeRO-1), plus the all-gather bucket of ZeRO-1/2."""
+    reduce = {0: 0, 1: 1, 2: 2, 3: 2}[stage]
+    allgather = 1 if stage in (1, 2) else 0
+    return float((reduce + allgather) * COMM_BUCKET * w_bytes)
+
+
+def flops_per_token(job: JobConfig, matmul_params: int) -> float:
+    """Model FLOPs per trained token of ``job``: the definition the logged MFU uses, so cluster.mfu can be set
+    from a real run's metrics."""
     m = job.model
-    return hardware_flops_per_token(
-        total, m.num_layers, m.hidden_size, job.data.max_length, lora=job.method.lora is not None,
-        recompute=job.strategy.activation_checkpointing,
+    return model_flops_per_token(
+        matmul_params, m.num_layers, m.hidden_size, job.data.max_length, lora=job.method.lora is not None
     )
 
 
-def hours_per_epoch(job: JobConfig, total: int, tokens_per_epoch: float) -> float | None:
-    """Estimated hours for one pass over the data on the job's GPUs; None for CPU workers."""
+def hours_per_epoch(job: JobConfig, matmul_params: int, tokens_per_epoch: float) -> float | None:
+    """Estimated hours for one pass over the data on the job's GPUs at MFU cluster.mfu; None for CPU workers."""
     if not job.cluster.use_gpu:
         return None
     peak = GPU_TYPES[job.cluster.gpu_type][0] * 1e12
     throughput = job.cluster.world_size * peak * job.cluster.mfu
-    return flops_per_token(job, total) * tokens_per_epoch / throughput / 3600
+    return flops_per_token(job, matmul_params) * tokens_per_epoch / throughput / 3600
 
 
 def gpu_memory_gib(job: JobConfig) -> float:

@@ -3,9 +3,12 @@
 import math
 
 from belle.config import JobConfig
+from belle.config.cluster import PRE_AMPERE
 from launcher.estimate import flops_per_token, gpu_memory_gib, hours_per_epoch, memory_per_gpu
 from launcher.inspect_data import DataFacts
 
+BF16_ACCUMULATION_WARN = 8
+"""Micro-batches per optimizer step above which bf16 gradient accumulation (ZeRO-2/3) is flagged in the plan."""
 PACKING_FILL = 0.98
 """Share of real tokens in a packed row (the packer's measured padding is under 2%)."""
 
@@ -13,7 +16,7 @@ PACKING_FILL = 0.98
 def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     """Everything plan.json holds. Raises ValueError for settings that cannot work (batch, LoRA targets, attention)."""
     from belle.model.anatomy import anatomy, lora_params
-    from belle.model.attention import resolve_attention
+    from belle.model.attention import describe_attention
     from belle.strategy import deepspeed_config, grad_accumulation, warmup_steps
 
     m, d, s, c = job.model, job.data, job.strategy, job.cluster
@@ -27,9 +30,20 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "
             "set strategy.precision=bf16 or cluster.gpus_per_node=<GPUs per node>"
         )
+    if c.use_gpu and c.gpu_type in PRE_AMPERE and s.precision == "bf16":
+        raise ValueError(
+            f"cluster.gpu_type={c.gpu_type} has no bf16: set strategy.precision=fp16 (or fp32), or a newer GPU type"
+        )
+    if m.arch == "bloom" and d.pack and d.format == "sft":
+        raise ValueError(
+            "BLOOM cannot keep packed samples apart (ALiBi attention takes no position ids, so samples in a row "
+            "would attend to each other): set data.pack=false"
+        )
     accumulation = grad_accumulation(s, c.world_size)
     deepspeed = deepspeed_config(s, job.optim, c.world_size)  # also checks a user's deepspeed_json against ours
-    attention = resolve_attention(m.attn_implementation, on_gpu=c.use_gpu)
+    attention = describe_attention(
+        m.attn_implementation, m.arch, s.precision, c.use_gpu, gpu_sm80=c.gpu_type not in PRE_AMPERE
+    )
     parts = anatomy(m)
     trainable = lora_params(parts, job.method.lora, m.name) if job.method.lora else parts.total_params
 
@@ -66,7 +80,14 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             "raise strategy.zero_stage, offload (strategy.offload_optimizer/offload_params), "
             "lower strategy.micro_batch or add GPUs"
         )
-    hours = hours_per_epoch(job, parts.total_params, tokens_per_epoch) if tokens_per_epoch else None
+    if s.precision == "bf16" and s.zero_stage >= 2 and accumulation > BF16_ACCUMULATION_WARN:
+        warnings.append(
+            f"gradients accumulate in bf16 over {accumulation} micro-batches under ZeRO-{s.zero_stage} (DeepSpeed "
+            "accumulates in the model dtype there), losing precision: raise strategy.micro_batch, or use "
+            "strategy.zero_stage=1 with strategy.deepspeed_json holding {\"data_types\": {\"grad_accum_dtype\": "
+            "\"fp32\"}}"
+        )
+    hours = hours_per_epoch(job, parts.matmul_params, tokens_per_epoch) if tokens_per_epoch else None
     return {
         "experiment": job.launcher.name,
         "method": job.method.name + ("+lora" if job.method.lora else ""),
@@ -106,7 +127,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "estimate": {
             "hours_per_epoch": round(hours, 1) if hours else None, "mfu_assumed": c.mfu if c.use_gpu else None,
-            "tflop_per_token": round(flops_per_token(job, parts.total_params) / 1e12, 4),
+            "tflop_per_token": round(flops_per_token(job, parts.matmul_params) / 1e12, 4),
         },
         "reference": {
             "hours_per_epoch": job.reference.hours_per_epoch, "hardware": job.reference.hardware,

@@ -29,7 +29,7 @@ def describe(plan: dict) -> str:
         f"  strategy   ZeRO-{s['zero_stage']}, {s['precision']}, offload {', '.join(offload) or 'none'}, "
         f"activation checkpointing {'on' if s['activation_checkpointing'] else 'off'}",
         f"  memory/GPU {mem['total']} GiB{capacity}: weights {mem['weights']}, grads {mem['gradients']}, "
-        f"optimizer {mem['optimizer']}, ZeRO-3 gather {mem['zero3_working_set']}, "
+        f"optimizer {mem['optimizer']}, ZeRO-3 gather {mem['zero3_working_set']}, comm {mem['comm_buckets']}, "
         f"activations {mem['activations']}, logits {mem['logits']}, overhead {mem['overhead']}",
         f"  data       {d['name']}: {_count(d['num_samples'])} samples x {d['mean_tokens'] or '?'} tokens "
         f"({d['source']}) = {_count(d['tokens_per_epoch'])} tokens/epoch",

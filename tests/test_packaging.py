@@ -19,3 +19,18 @@ def test_config_tree_is_importable_as_package_data():
 
     conf = Path(launcher.conf.__file__).parent
     assert (conf / "config.yaml").is_file() and (conf / "exp" / "lora_2m.yaml").is_file()
+
+
+def test_lower_bounds_are_the_tested_versions_where_older_ones_break():
+    """A GPU cluster installs without constraints-cpu.txt: the bounds alone must exclude the DeepSpeed and
+    transformers releases that fail LoRA + ZeRO-3 + non-reentrant checkpointing, and admit the tested pins."""
+    from packaging.requirements import Requirement
+
+    deps = {r.name: r for r in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"])}
+    pins = dict(line.split("==") for line in (ROOT / "constraints-cpu.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for name, pinned in pins.items():
+        assert deps[name].specifier.contains(pinned), f"{name} {pinned} is outside {deps[name].specifier}"
+    for name in ("deepspeed", "transformers"):
+        assert not deps[name].specifier.contains("0.19.7" if name == "deepspeed" else "5.22.0"), name

@@ -1,6 +1,8 @@
 """Where the job runs: an embedded local Ray, an existing Ray cluster, or Slurm."""
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
@@ -16,6 +18,13 @@ GPU_TYPES = {
     "A800-80GB": (312.0, 80.0),
     "V100-32GB": (125.0, 32.0),
 }
+GPU_WORKER_CPUS = 8
+"""CPU cores per GPU worker where the node's cores are unknown at planning time (Slurm or an existing Ray cluster
+without cluster.cpus_per_node): a low share of common 8-GPU nodes (64-224 cores)."""
+NCCL_PREFIXES = ("NCCL_", "TORCH_NCCL_")
+"""Environment variables passed from the launcher's environment to every worker."""
+PRE_AMPERE = frozenset({"V100-32GB"})
+"""GPU types below sm80: no bf16, no FlashAttention kernels (auto attention resolves to sdpa)."""
 
 # What Slurm accepts in the options we render (sbatch reads #SBATCH lines itself, no shell): names, lists of names,
 # and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
@@ -54,14 +63,21 @@ class ClusterConfig:
     """GPUs per machine, one training worker each; 0 runs CPU workers."""
     cpu_workers_per_node: int = 2
     """Training workers per machine when gpus_per_node is 0."""
-    cpus_per_worker: int = 1
-    """CPU cores reserved for each training worker."""
+    cpus_per_worker: int | None = None
+    """CPU cores reserved for each training worker; None: 1 for CPU workers, the node's share for GPU workers
+    (cluster.cpus_per_node / gpus_per_node; this machine's cores / gpus_per_node for cluster=local; else
+    GPU_WORKER_CPUS). DataLoader-free, but CPU Adam under offload and the host side of each step use them."""
     gpu_type: str = "A100-40GB"
     """GPU model, for the memory-fit check and time estimate in the plan."""
     mfu: float = 0.35
-    """Model-FLOPs utilisation assumed by the time estimate."""
+    """Model-FLOPs utilisation assumed by the time estimate: the same definition as the ``mfu`` a run logs
+    (belle.monitor.flops), so a measured value can be copied here."""
     collective_timeout_s: int = 1800
     """Seconds a collective (all-reduce, barrier) may wait before the job fails instead of hanging."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables for every training worker, e.g. for multi-node InfiniBand
+    ``{NCCL_SOCKET_IFNAME: ib0, NCCL_IB_HCA: mlx5, NCCL_DEBUG: WARN}``; NCCL_*/TORCH_NCCL_* variables set where the
+    launcher runs are passed on as well."""
     ray_temp_dir: str | None = None
     """Temp folder of the embedded Ray (cluster=local), kept short for its sockets; None: a new /tmp/belle-ray-*
     folder, removed at the end."""
@@ -104,7 +120,16 @@ class ClusterConfig:
         positive("cluster.nodes", self.nodes, 1)
         require(self.gpus_per_node >= 0, f"cluster.gpus_per_node={self.gpus_per_node} must be >= 0")
         positive("cluster.cpu_workers_per_node", self.cpu_workers_per_node, 2)
-        positive("cluster.cpus_per_worker", self.cpus_per_worker, 1)
+        require(
+            self.cpus_per_worker is None or self.cpus_per_worker > 0,
+            f"cluster.cpus_per_worker={self.cpus_per_worker} must be > 0: set cluster.cpus_per_worker=null "
+            "(the node's share)",
+        )
+        for key in self.env:
+            require(
+                re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is not None,
+                f"cluster.env key {key!r} is not an environment variable name: fix it",
+            )
         require(0 < self.mfu <= 1, f"cluster.mfu={self.mfu} must be in (0, 1]: set cluster.mfu=0.35")
         positive("cluster.collective_timeout_s", self.collective_timeout_s, 1800)
         self._check_slurm()
@@ -152,7 +177,26 @@ class ClusterConfig:
     @property
     def ray_cpus_per_node(self) -> int:
         """CPUs each node's Ray offers: its training workers' share."""
-        return self.workers_per_node * self.cpus_per_worker
+        return self.workers_per_node * self.worker_cpus
+
+    @property
+    def worker_cpus(self) -> int:
+        """CPU cores each training worker reserves (cpus_per_worker with its default resolved)."""
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        if not self.use_gpu:
+            return 1
+        if self.cpus_per_node is not None:
+            return max(1, self.cpus_per_node // self.gpus_per_node)
+        if self.kind == "local":
+            return max(1, (os.cpu_count() or 1) // self.gpus_per_node)
+        return GPU_WORKER_CPUS
+
+    def worker_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Variables every training worker gets, on every backend: the submitting environment's NCCL settings
+        (NCCL_*, TORCH_NCCL_*), then cluster.env on top."""
+        forwarded = {k: v for k, v in environ.items() if k.startswith(NCCL_PREFIXES)}
+        return forwarded | dict(self.env)
 
     @property
     def slurm_cpus_per_node(self) -> int:

@@ -19,7 +19,7 @@ from belle.data.records import DataError, batched
 from belle.data.template import IGNORE_INDEX, Sample
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 @dataclass(slots=True)
@@ -86,15 +86,33 @@ def pad_rows(samples: Iterable[Sample], max_length: int, pad_token_id: int) -> I
             yield _row([sample], max_length, pad_token_id)
 
 
-def collate(rows: list[PackedRow]) -> dict[str, torch.Tensor]:
-    """Long tensors input_ids, labels, position_ids of shape (rows, max_length); attention_mask stays None."""
+def collate(rows: list[PackedRow], varlen: bool = False) -> dict:
+    """Long tensors input_ids, labels, position_ids of shape (rows, max_length); attention_mask stays None.
+
+    With ``varlen`` (the flash attention paths) also the micro-batch's sequence boundaries as transformers' varlen
+    kwargs: ``cu_seq_lens_q/k`` (int32, over the rows flattened into one stream) and ``max_length_q/k`` (ints),
+    computed here on the host once, so no attention layer has to find them on the GPU.
+    """
     import numpy as np
     import torch
 
-    return {
-        key: torch.from_numpy(np.array([getattr(row, key) for row in rows], dtype=np.int64))
-        for key in ("input_ids", "labels", "position_ids")
-    }
+    arrays = {key: np.array([getattr(row, key) for row in rows], dtype=np.int64)
+              for key in ("input_ids", "labels", "position_ids")}
+    batch: dict = {key: torch.from_numpy(array) for key, array in arrays.items()}
+    if varlen:
+        positions = arrays["position_ids"].reshape(-1)
+        bounds = np.append(np.flatnonzero(positions == 0), positions.size).astype(np.int32)
+        longest = int(np.diff(bounds).max())
+        cu_seq_lens = torch.from_numpy(bounds)
+        batch |= {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+                  "max_length_q": longest, "max_length_k": longest}
+    return batch
+
+
+def to_device(batch: dict, device) -> dict:
+    """The tensors of a collated batch on ``device`` (ints stay on the host)."""
+    return {key: value.to(device, non_blocking=True) if hasattr(value, "to") else value
+            for key, value in batch.items()}
 
 
 def padding_share(rows: Iterable[PackedRow]) -> float:

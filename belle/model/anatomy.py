@@ -9,6 +9,8 @@ from belle.config import LoraConfig, ModelConfig
 class Anatomy:
     total_params: int
     """Every parameter of the base model."""
+    matmul_params: int
+    """Parameters that multiply every token: all but an untied input embedding (a lookup), for FLOP counts."""
     linear_modules: dict[str, tuple[int, int, int]]
     """Leaf name of each nn.Linear kind → (count, in_features, out_features), e.g. q_proj → (32, 4096, 4096)."""
     module_params: dict[str, int]
@@ -46,8 +48,12 @@ def _count(model: ModelConfig) -> Anatomy:
             linear[leaf] = (count + 1, module.in_features, module.out_features)
     stack = next(m for m in net.modules() if isinstance(m, torch.nn.ModuleList))
     block = max(sum(p.numel() for p in b.parameters()) for b in stack)
+    total = sum(p.numel() for p in net.parameters())
+    embedding = net.get_input_embeddings().weight
+    tied = embedding is net.get_output_embeddings().weight
     return Anatomy(
-        total_params=sum(p.numel() for p in net.parameters()),
+        total_params=total,
+        matmul_params=total if tied else total - embedding.numel(),
         linear_modules=linear,
         module_params=params,
         largest_layer_params=max(block, net.get_input_embeddings().weight.numel()),

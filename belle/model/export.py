@@ -12,10 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from belle.config import JobConfig
+from belle.config import LoraConfig, ModelConfig
 
 
-def export(engine, job: JobConfig, tokenizer, out_dir: Path) -> list[Path]:
+def export(engine, model: ModelConfig, lora: LoraConfig | None, tokenizer, out_dir: Path) -> list[Path]:
     """Export the trained ``engine`` to ``out_dir``; call it on every rank (the ZeRO-3 gather is collective).
 
     Full fine-tune: out_dir is a model folder. LoRA: out_dir/adapter, plus out_dir/base when the base was randomly
@@ -25,12 +25,11 @@ def export(engine, job: JobConfig, tokenizer, out_dir: Path) -> list[Path]:
     import torch.distributed as dist
 
     out_dir = Path(out_dir).absolute()
-    lora = job.method.lora
-    state = _gather(engine, frozen=lora is None or job.model.path is None)
+    state = _gather(engine, frozen=lora is None or model.path is None)
     failure, written = None, []
     if dist.get_rank() == 0:
         try:
-            written = _write(engine.module, job, tokenizer, state, out_dir)
+            written = _write(engine.module, model.path, lora, tokenizer, state, out_dir)
         except Exception as error:  # the other ranks must hear of it, or they would wait forever
             failure = error
     message = [None if failure is None else f"{type(failure).__name__}: {failure}"]
@@ -51,17 +50,17 @@ def _gather(engine, frozen: bool) -> dict | None:
     return {key: value.detach().cpu() for key, value in engine.module.state_dict().items()}
 
 
-def _write(model, job: JobConfig, tokenizer, state: dict, out_dir: Path) -> list[Path]:
+def _write(model, base: str | None, lora: LoraConfig | None, tokenizer, state: dict, out_dir: Path) -> list[Path]:
     """Rank 0: write and check the export in a temporary sibling of out_dir, then move it into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        if job.method.lora is None:
+        if lora is None:
             _save_model(model, state, tokenizer, staging)
             _check_model(staging)
             folders = [staging]
         else:
-            folders = _save_lora(model, job, tokenizer, state, staging, out_dir)
+            folders = _save_lora(model, base, lora, tokenizer, state, staging, out_dir)
         _replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -69,20 +68,22 @@ def _write(model, job: JobConfig, tokenizer, state: dict, out_dir: Path) -> list
     return [out_dir / folder.relative_to(staging) for folder in folders]
 
 
-def _save_lora(peft_model, job: JobConfig, tokenizer, state: dict, staging: Path, out_dir: Path) -> list[Path]:
+def _save_lora(
+    peft_model, base: str | None, lora: LoraConfig, tokenizer, state: dict, staging: Path, out_dir: Path
+) -> list[Path]:
     """staging/adapter, and staging/base (random-init base) and staging/merged (export_merged), each checked."""
     adapter = staging / "adapter"
     peft_model.save_pretrained(adapter, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(adapter)
     _check_adapter(peft_model, adapter)
-    folders, base = [adapter], job.model.path
+    folders = [adapter]
     if base is None:
         base = staging / "base"
         _save_model(peft_model.get_base_model(), _base_state(state), tokenizer, base)
         _check_model(base)
         _set_base_path(adapter, out_dir / "base")
         folders.append(base)
-    if job.method.lora.export_merged:
+    if lora.export_merged:
         merged = staging / "merged"
         _merge(base, adapter, merged)
         tokenizer.save_pretrained(merged)

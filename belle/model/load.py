@@ -25,7 +25,8 @@ def load_tokenizer(model: ModelConfig):
 
 
 def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0):
-    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers."""
+    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers, in
+    ``dtype`` (None: the checkpoint's own dtype, or float32 for a random model)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -36,9 +37,12 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
         register_torch_varlen()
     if model.path is not None:
         check_model_path(model)
-        return AutoModelForCausalLM.from_pretrained(model.path, attn_implementation=attn_implementation, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(
+            model.path, attn_implementation=attn_implementation, dtype=dtype or "auto"
+        )
     torch.manual_seed(seed)
     config = hf_config(model)
     config._attn_implementation = attn_implementation
-    net = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
-    return net if dtype is None else net.to(dtype)
+    return AutoModelForCausalLM.from_config(
+        config, attn_implementation=attn_implementation, dtype=dtype or torch.float32
+    )

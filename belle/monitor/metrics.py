@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from belle.config.cluster import GPU_TYPES
-
 METRICS = "metrics.jsonl"
 
 
@@ -61,10 +59,18 @@ class MetricsLog:
             os.fsync(f.fileno())
 
 
+PEAK_TFLOPS_BY_NAME = (
+    (r"H100.*PCIe", 756.0), (r"H100.*NVL", 835.0), (r"\bG?H[12]00\b|\bH800\b", 989.0),
+    (r"\bA[18]00\b", 312.0), (r"\bL40S\b", 362.0), (r"\bV100\b", 125.0),
+)
+"""Dense bf16 (V100: fp16) tensor peak by CUDA device name, most specific first: the PCIe and NVL H100s are slower
+than the SXM part that H800, H200 and GH200 match."""
+
+
 def gpu_peak_flops(name: str) -> float | None:
-    """Dense bf16 peak FLOP/s of a GPU from its CUDA name ("NVIDIA H100 80GB HBM3" → H100), None if unknown."""
-    for key, (tflops, _) in GPU_TYPES.items():
-        if re.search(rf"\b{re.escape(key.split('-')[0])}\b", name, re.IGNORECASE):
+    """Dense 16-bit peak FLOP/s of a GPU from its CUDA name ("NVIDIA H100 80GB HBM3" → 989e12), None if unknown."""
+    for pattern, tflops in PEAK_TFLOPS_BY_NAME:
+        if re.search(pattern, name, re.IGNORECASE):
             return tflops * 1e12
     return None
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from belle import checkpoint, stop
 from belle.config import JobConfig, job_dict
 from belle.data.cache import open_cache
-from belle.data.packing import collate
+from belle.data.packing import collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
+from belle.model.attention import FLASH_PATHS, resolve_attention
 from belle.model.export import export
 from belle.model.load import load_tokenizer
 from belle.monitor.flops import model_flops_per_token
@@ -58,9 +59,18 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     if job.train.max_steps is not None:
         total_steps = min(job.train.max_steps, total_steps)
 
-    # model and engine
-    engine = build_engine(job, world, total_steps, on_gpu)
+    # model and engine: attention resolved here, on the worker's own GPU and packages
+    capability = torch.cuda.get_device_capability() if on_gpu else None
+    attention = resolve_attention(job.model.attn_implementation, job.model.arch, strategy.precision, capability)
+    varlen = attention in FLASH_PATHS  # packed-row boundaries go to the kernel as per-micro-batch lengths
+    engine = build_engine(
+        job.model, strategy, job.optim, job.method.lora, attention=attention, world_size=world,
+        total_steps=total_steps, seed=job.train.seed,
+    )
     engine.train()
+    if rank == 0:
+        where = torch.cuda.get_device_name() if on_gpu else "CPU"
+        print(f"workers: {world} x {where}, attention {attention}", flush=True)
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
@@ -99,7 +109,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             sum(len(row.input_ids) - row.n_pad for row in rows),
             sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows),
             stop.requested(run_dir),  # one rank seeing the request is enough: all stop at this same step
-        ], dtype=torch.float64)
+        ], dtype=torch.float64, device=engine.device)  # on the device: NCCL groups have no CPU backend
         dist.all_reduce(counts)
         trained, tokens, samples, stopping = counts.tolist()
         if stopping:  # preemption: keep what was trained, then leave without the export
@@ -109,17 +119,16 @@ def train(job: JobConfig, run_dir: Path) -> dict:
                 stop.acknowledge(run_dir, state["step"])
                 monitor.finish()
             return state
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)  # one host sync per step, below
         for micro in window:
-            batch = {key: value.to(engine.device) for key, value in collate(micro).items()}
+            batch = to_device(collate(micro, varlen), engine.device)
             # sum over this micro-batch's tokens / global count; DeepSpeed then averages over ranks and the window
             loss = engine(**batch, attention_mask=None, use_cache=False, num_items_in_batch=int(trained)).loss
             engine.backward(loss * world * accumulation)
             engine.step()
-            loss_sum += loss.item()
-        total = torch.tensor([loss_sum], dtype=torch.float64)
-        dist.all_reduce(total)
-        state["step"], state["loss"] = step, total.item()
+            loss_sum += loss.detach()
+        dist.all_reduce(loss_sum)
+        state["step"], state["loss"] = step, loss_sum.item()
         if not math.isfinite(state["loss"]):
             raise RuntimeError(
                 f"the training loss is {state['loss']} at optimizer step {step}: lower optim.lr, raise "
@@ -136,7 +145,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             if monitor:
                 record |= monitor.meter.measure(tokens, int(samples), time.time() - step_start)
         if eval_rows and (step == total_steps or (job.train.eval_every and step % job.train.eval_every == 0)):
-            state["eval_loss"] = evaluate(engine, eval_rows, rank, world, strategy.micro_batch)
+            state["eval_loss"] = evaluate(engine, eval_rows, rank, world, strategy.micro_batch, varlen)
             record |= {"step": step, "eval_loss": state["eval_loss"]}
         if record and monitor:
             monitor.log(record)
@@ -144,7 +153,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             save()
 
     # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
-    export(engine, job, tokenizer, run_dir / "export")
+    export(engine, job.model, job.method.lora, tokenizer, run_dir / "export")
     if monitor:
         monitor.finish()
     return state
@@ -158,7 +167,7 @@ class _Monitor:
 
         m = job.model
         flops = model_flops_per_token(
-            anatomy(m).total_params, m.num_layers, m.hidden_size, job.data.max_length, job.method.lora is not None
+            anatomy(m).matmul_params, m.num_layers, m.hidden_size, job.data.max_length, job.method.lora is not None
         )
         self.meter = StepMeter.on(device, flops, world)
         resumed = start or None

@@ -29,6 +29,10 @@ STAGE3 = {
 }
 """ZeRO-3 extras: full 16-bit weights on save; prefetch/persistence at DeepSpeed's defaults, written out to tune."""
 
+COMM_BUCKET = 200_000_000
+"""Elements per ZeRO reduce / all-gather bucket (DeepSpeed's default 5e8 keeps 2 x 1 GB bf16 reduce buffers alive
+under ZeRO-2 with overlap_comm); ``launcher.estimate`` counts them."""
+
 STEPS_PER_PRINT = 1_000_000_000
 """DeepSpeed's own progress lines are off: belle.monitor logs metrics."""
 
@@ -58,6 +62,8 @@ def _generated(strategy: StrategyConfig, optim: OptimConfig, world_size: int) ->
         "offload_optimizer": _offload(strategy.offload_optimizer),
         "offload_param": _offload(strategy.offload_params),
     }
+    if strategy.zero_stage >= 1:
+        zero |= {"reduce_bucket_size": COMM_BUCKET, "allgather_bucket_size": COMM_BUCKET}
     if strategy.zero_stage >= 2:
         zero |= {"overlap_comm": True, "contiguous_gradients": True}
     if strategy.zero_stage == 3:
@@ -71,20 +77,20 @@ def _generated(strategy: StrategyConfig, optim: OptimConfig, world_size: int) ->
         "bf16": {"enabled": strategy.precision == "bf16"},
         "fp16": {"enabled": fp16, **(FP16_LOSS_SCALING if fp16 else {})},
         "gradient_clipping": strategy.grad_clip,
-        # With ZeRO offload DeepSpeed builds DeepSpeedCPUAdam from this block itself (engine
-        # get_optimizer_configuration); without it, FusedAdam. "torch_adam" would defeat the CPU Adam.
-        "optimizer": {
-            "type": "AdamW",
-            "params": {
-                "lr": optim.lr,
-                "betas": [optim.beta1, optim.beta2],
-                "eps": optim.eps,
-                "weight_decay": optim.weight_decay,
-            },
-        },
+        "optimizer": {"type": "AdamW", "params": _adam_params(strategy, optim)},
         "steps_per_print": STEPS_PER_PRINT,
         "wall_clock_breakdown": False,
     }
+
+
+def _adam_params(strategy: StrategyConfig, optim: OptimConfig) -> dict:
+    """AdamW's settings. With the optimizer offloaded DeepSpeed builds its CPU Adam from them (a C++ op, built
+    without nvcc); otherwise torch's own fused AdamW, since DeepSpeed's FusedAdam is JIT-compiled on first use on
+    every node and needs an nvcc matching torch's CUDA."""
+    params = {
+        "lr": optim.lr, "betas": [optim.beta1, optim.beta2], "eps": optim.eps, "weight_decay": optim.weight_decay,
+    }
+    return params if strategy.offload_optimizer else params | {"torch_adam": True, "fused": True}
 
 
 def _offload(enabled: bool) -> dict:

@@ -1,31 +1,64 @@
-"""The model of a job inside its DeepSpeed engine: shared by every recipe (and the tests that mimic one)."""
+"""A model inside its DeepSpeed engine, built from the config sections it needs: shared by every recipe (and by
+the reference, reward and critic models to come, which have no optimizer of their own)."""
 
-from belle.config import JobConfig
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from belle.config import LoraConfig, ModelConfig, OptimConfig, StrategyConfig
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+"""strategy.precision → the torch dtype the weights are built or loaded in."""
 
 
-def build_engine(job: JobConfig, world_size: int, total_steps: int, on_gpu: bool):
-    """Build the job's model (LoRA adapters and activation checkpointing as configured) and hand it to DeepSpeed
-    with our LR schedule over ``total_steps``. The model is built whole and partitioned by deepspeed.initialize:
-    a raw deepspeed.zero.Init around its construction fails with transformers 5."""
+def build_engine(
+    model: ModelConfig, strategy: StrategyConfig, optim: OptimConfig, lora: LoraConfig | None, *,
+    attention: str, world_size: int, total_steps: int, seed: int,
+):
+    """Build ``model`` (LoRA adapters and activation checkpointing as configured) and hand it to DeepSpeed with our
+    LR schedule over ``total_steps``.
+
+    Weights are built or loaded in the training precision. Under ZeRO-3 the model is built under
+    ``deepspeed.zero.Init`` (transformers' own switch): every rank holds only its partition from the start, and a
+    checkpoint is read on rank 0 only, never whole on every rank or every GPU.
+    """
     import deepspeed
+    import torch
 
-    from belle.model.attention import resolve_attention
     from belle.model.load import build_model
     from belle.model.lora import apply_lora
     from belle.strategy.deepspeed import deepspeed_config
     from belle.strategy.schedule import build_scheduler
 
-    model = build_model(job.model, resolve_attention(job.model.attn_implementation, on_gpu), seed=job.train.seed)
-    if job.strategy.activation_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        if job.method.lora is not None:
-            model.enable_input_require_grads()
-    if job.method.lora is not None:
-        model = apply_lora(model, job.method.lora)
+    config = deepspeed_config(strategy, optim, world_size)
+    with _partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
+        net = build_model(model, attention, dtype=getattr(torch, DTYPES[strategy.precision]), seed=seed)
+    if strategy.activation_checkpointing:
+        net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if lora is not None:
+            net.enable_input_require_grads()
+    if lora is not None:
+        net = apply_lora(net, lora)
     engine, *_ = deepspeed.initialize(
-        model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(job.strategy, job.optim, world_size),
-        lr_scheduler=lambda optimizer: build_scheduler(optimizer, job.optim, total_steps),
+        model=net,
+        model_parameters=[p for p in net.parameters() if p.requires_grad],
+        config=config,
+        lr_scheduler=lambda optimizer: build_scheduler(optimizer, optim, total_steps),
     )
     return engine
+
+
+@contextmanager
+def _partitioned_build(config: dict):
+    """Models built or loaded inside are partitioned by deepspeed.zero.Init as they are made. Only inside: a model
+    loaded later by one rank alone (the export's reload checks) must not start collectives the others never join."""
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    switch = HfDeepSpeedConfig(config)  # noqa: F841 (transformers holds it by a weak reference)
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()

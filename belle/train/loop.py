@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from itertools import chain, count, repeat
 
-from belle.data.packing import PackedRow, collate
+from belle.data.packing import PackedRow, collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
 
@@ -25,7 +25,7 @@ def epochs(rows: Sequence[PackedRow], rows_per_rank: int, rank: int, world: int,
             yield rows[index]
 
 
-def evaluate(engine, rows: Sequence[PackedRow], rank: int, world: int, micro_batch: int) -> float:
+def evaluate(engine, rows: Sequence[PackedRow], rank: int, world: int, micro_batch: int, varlen: bool) -> float:
     """Token-weighted mean loss over ``rows`` on all ranks. Shards are padded with label-free rows so every
     rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
     import torch
@@ -35,19 +35,17 @@ def evaluate(engine, rows: Sequence[PackedRow], rank: int, world: int, micro_bat
     mine = range(rank, len(rows), world)
     blank = replace(rows[0], labels=[IGNORE_INDEX] * len(rows[0].labels))
     shard = chain((rows[i] for i in mine), repeat(blank, -(-len(rows) // world) - len(mine)))
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed on the device, one sync at the end
     engine.eval()
     with torch.no_grad():
         for chunk in batched(shard, micro_batch):
-            batch = {key: value.to(engine.device) for key, value in collate(chunk).items()}
-            logits = engine(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None, use_cache=False
-            ).logits.float()
-            targets = batch["labels"][:, 1:]
+            batch = to_device(collate(chunk, varlen), engine.device)
+            targets = batch.pop("labels")[:, 1:]
+            logits = engine(**batch, attention_mask=None, use_cache=False).logits.float()
             totals[0] += F.cross_entropy(
                 logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            ).item()
-            totals[1] += (targets != IGNORE_INDEX).sum().item()
+            )
+            totals[1] += (targets != IGNORE_INDEX).sum()
     engine.train()
     dist.all_reduce(totals)
     return (totals[0] / totals[1]).item()

@@ -65,7 +65,7 @@ def _ray(job: JobConfig):
         return
     # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp rather than $TMPDIR
     temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
-    connect(num_cpus=c.world_size * c.cpus_per_worker, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+    connect(num_cpus=c.world_size * c.worker_cpus, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
     try:
         yield
     finally:
@@ -81,7 +81,7 @@ def trainer(job: JobConfig, run_dir: Path):
     from ray.train.torch import TorchConfig, TorchTrainer
 
     c = job.cluster
-    resources = {"CPU": c.cpus_per_worker} | ({"GPU": 1} if c.use_gpu else {})
+    resources = {"CPU": c.worker_cpus} | ({"GPU": 1} if c.use_gpu else {})
     return TorchTrainer(
         _worker,
         train_loop_config={"job": job, "run_dir": str(run_dir)},
@@ -92,7 +92,7 @@ def trainer(job: JobConfig, run_dir: Path):
             storage_path=str(run_dir),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
-            worker_runtime_env={"env_vars": WORKER_ENV},
+            worker_runtime_env={"env_vars": WORKER_ENV | c.worker_env(os.environ)},
         ),
     )
 

@@ -26,3 +26,10 @@ def test_offload_moves_states_off_the_gpu(job):
 
 def test_checkpointing_cuts_activations(job):
     assert _memory(job, "strategy.activation_checkpointing=false").activations > 5 * _memory(job).activations
+
+
+def test_zero_communication_buckets_are_counted(job):
+    """2e8-element buckets (DeepSpeed's 5e8 default would keep 2 GB of bf16 reduce buffers under ZeRO-2)."""
+    z1, z2, z3 = (_memory(job, f"strategy.zero_stage={s}").comm_buckets for s in (1, 2, 3))
+    assert z2 == 3 * 2e8 * 2 and z1 == 2 * 2e8 * 2 and z3 == 2 * 2e8 * 2
+    assert _memory(job, "strategy.zero_stage=0").comm_buckets == 0

@@ -1,5 +1,6 @@
 """The sbatch script rendered for cluster=slurm: every value typed by a user is inert, no secret is written."""
 
+import os
 import re
 import subprocess
 
@@ -83,3 +84,26 @@ def test_dry_run_renders_without_submitting(cli, tmp_path):
     script = tmp_path / "run" / "slurm" / "job.sbatch"
     assert "sbatch script (not submitted)" in out.stdout and script.read_text() in out.stdout
     assert "#SBATCH --nodes=1" in script.read_text()
+
+
+def test_gpu_job_asks_for_gpus_one_way_and_the_nodes_memory(slurm_job, tmp_path):
+    """Slurm >= 26.05 refuses a step given --gres=gpu besides the job's (inherited) --gpus-per-node; a GPU job takes
+    each node's memory (--mem=0) and the node's CPU share per worker."""
+    script = render(slurm_job("cluster.gpus_per_node=8", "strategy.precision=bf16", "cluster.cpus_per_node=96"),
+                    tmp_path / "run")
+    assert "--gres" not in script
+    assert "#SBATCH --gpus-per-node=8\n#SBATCH --mem=0\n" in script
+    srun = next(line for line in script.splitlines() if line.startswith("SRUN=("))
+    assert "--gpus-per-node=8" in srun and "--cpus-per-task=96" in srun
+    assert "--cpus 96 --gpus 8" in script  # each node's Ray offers 8 workers x 12 cores
+
+
+def test_nccl_settings_reach_every_worker(job, monkeypatch):
+    monkeypatch.setenv("NCCL_IB_HCA", "mlx5")
+    monkeypatch.setenv("TORCH_NCCL_BLOCKING_WAIT", "1")
+    monkeypatch.setenv("NCCLX_UNRELATED", "x")
+    cluster = job("cluster.gpus_per_node=8", "+cluster.env.NCCL_SOCKET_IFNAME=ib0",
+                  "+cluster.env.NCCL_IB_HCA=mlx5_0").cluster
+    assert cluster.worker_env(os.environ) == {
+        "NCCL_IB_HCA": "mlx5_0", "TORCH_NCCL_BLOCKING_WAIT": "1", "NCCL_SOCKET_IFNAME": "ib0",
+    }

@@ -4,12 +4,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,30 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
 
 
+MARK = "BELLE_TEST_MARK"
+"""Set to a fresh value per test: every process the test starts inherits it, Ray's daemons and workers included, so
+the checks below see only this test's processes, never another Ray running beside it on the machine."""
+
+
 def _ray_processes() -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if any(name in line for name in LEFTOVERS)]
+    """"pid command line" of the live Ray and wandb processes this test started."""
+    import psutil
+
+    mark, found = os.environ.get(MARK), []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            line = f"{process.pid} {' '.join(process.info['cmdline'] or [])}"
+            if (process.info["status"] != psutil.STATUS_ZOMBIE and any(name in line for name in LEFTOVERS)
+                    and process.environ().get(MARK) == mark):
+                found.append(line)
+    return found
 
 
 @pytest.fixture
 def launcher(tmp_path, workers_env, monkeypatch):
     """``launcher(*args)`` starts ``python -m launcher ARGS`` (W&B offline, files under tmp_path) and returns the
     Popen; every test ends with no Ray process left."""
+    monkeypatch.setenv(MARK, uuid.uuid4().hex)
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # runs themselves land in the run dir
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
@@ -191,8 +208,11 @@ def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
                          "train.max_steps=6", log=log), log)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
         assert _ray_processes(), "the user's cluster is still up"
-    finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, check=True, capture_output=True)
+    finally:  # this test's head only (`ray stop` would stop every Ray on the machine)
+        for line in _ray_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        _wait_until_ray_is_gone()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -219,15 +239,18 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     run_dir, log = tmp_path / "gpu", tmp_path / "gpu.log"
-    _finish(launcher(f"launcher.run_dir={run_dir}", "model=llama_110m", "method=sft", "cluster.gpus_per_node=1",
-                     "data.max_length=1024", "strategy.micro_batch=4", "strategy.global_batch=8",
-                     "train.max_steps=20", "monitor.log_every=1", "optim.lr=1e-3", log=log), log)
+    output = _finish(launcher(f"launcher.run_dir={run_dir}", "model=llama_110m", "method=sft",
+                              "cluster.gpus_per_node=1", "data.max_length=1024", "strategy.micro_batch=4",
+                              "strategy.global_batch=8", "train.max_steps=20", "monitor.log_every=1",
+                              "optim.lr=1e-3", log=log), log)
     plan = json.loads((run_dir / "plan.json").read_text())
-    assert plan["model"]["attn_implementation"] in ("flash_attention_2", "torch_varlen")
+    assert plan["model"]["attn_implementation"].startswith("auto (on the workers")
+    attention = re.search(r"workers: 1 x .*, attention (\S+)", output).group(1)
+    assert attention in ("flash_attention_2", "torch_varlen")
     lines = _metrics(run_dir)
     assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
     assert all(line["mfu"] is not None and line["mfu"] > 0 for line in lines)
-    print(f"GPU 110M: {plan['model']['attn_implementation']}, median tokens/s "
+    print(f"GPU 110M: {attention}, median tokens/s "
           f"{sorted(line['tokens_per_s'] for line in lines)[len(lines) // 2]:.0f}, "
           f"MFU {lines[-1]['mfu']:.3f}, memory {lines[-1]['memory_gib']:.1f} GiB")
 

@@ -103,9 +103,29 @@ def test_model_path_without_config(strict, tmp_path):
 
 
 def test_flash_attention_where_it_cannot_run(cfg, tmp_path):
-    message = _error(cfg, "model.attn_implementation=flash_attention_2", "launcher.dry_run=true",
-                     f"launcher.run_dir={tmp_path}")
-    assert "set model.attn_implementation=torch_varlen (GPU, torch >= 2.10) or sdpa" in message
+    dry = ("launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    message = _error(cfg, "model.attn_implementation=flash_attention_2", *dry)
+    assert "the workers have no CUDA GPU: set model.attn_implementation=sdpa, or cluster.gpus_per_node" in message
+    assert "set strategy.precision=bf16 or model.attn_implementation=sdpa" in _error(
+        cfg, "model.attn_implementation=torch_varlen", "cluster.gpus_per_node=4", "strategy.precision=fp32", *dry)
+    gpu = ("cluster.gpus_per_node=4", "strategy.precision=bf16", *dry)
+    assert "has no bf16: set strategy.precision=fp16" in _error(cfg, "cluster.gpu_type=V100-32GB", *gpu)
+    assert "set data.pack=false" in _error(
+        cfg, "model=bloomz_7b1_mt", "method=sft", "+exp=ft_2m", "model.attn_implementation=eager", *gpu)
+
+
+def test_gpu_attention_is_resolved_on_the_workers(cfg, tmp_path):
+    """The submitting host (no GPU, no flash-attn here) does not decide what GPU workers can run."""
+    def attention(*overrides: str) -> str:
+        run_dir = run(cfg("cluster.gpus_per_node=4", "launcher.dry_run=true", *overrides))
+        return json.loads((run_dir / "plan.json").read_text())["model"]["attn_implementation"]
+
+    assert attention("model.attn_implementation=flash_attention_2", "strategy.precision=bf16",
+                     f"launcher.run_dir={tmp_path / 'fa'}") == "flash_attention_2"
+    assert attention("strategy.precision=bf16", f"launcher.run_dir={tmp_path / 'auto'}").startswith(
+        "auto (on the workers: flash_attention_2 if")
+    assert attention("cluster.gpu_type=V100-32GB", "strategy.precision=fp16",
+                     f"launcher.run_dir={tmp_path / 'v100'}") == "sdpa"
 
 
 def test_real_model_without_weights_cannot_launch(cfg, tmp_path):
@@ -134,3 +154,10 @@ def test_deepspeed_json_contradicting_the_strategy(cfg, tmp_path):
 def test_fp16_on_cpu_workers(cfg, tmp_path):
     message = _error(cfg, "strategy.precision=fp16", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
     assert message.startswith("strategy.precision=fp16 needs GPU workers") and "set strategy.precision=bf16" in message
+
+
+def test_long_bf16_accumulation_under_zero2_is_flagged(cfg, tmp_path):
+    run_dir = run(cfg("+exp=ft_2m", "strategy=zero2", "strategy.precision=bf16", "strategy.micro_batch=1",
+                      "strategy.global_batch=128", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+    warnings = json.loads((run_dir / "plan.json").read_text())["warnings"]
+    assert any("gradients accumulate in bf16 over 16 micro-batches under ZeRO-2" in w for w in warnings), warnings

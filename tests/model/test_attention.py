@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from belle.model.attention import VARLEN, register_torch_varlen
+from belle.model.attention import VARLEN, register_torch_varlen, varlen_options
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
@@ -74,3 +74,70 @@ def test_packed_equals_unpacked_on_gpu(attn):
         for a, b in zip(starts[:-1], starts[1:], strict=True):
             alone = _logits(model, ids[row : row + 1, a:b], positions[row : row + 1, a:b], "sdpa")
             torch.testing.assert_close(packed[row, a:b], alone[0], atol=2e-2, rtol=2e-2)
+
+
+def _torch_2_10_kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, is_causal=False, return_aux=None, scale=None):
+    """varlen_attn as torch 2.10 shipped it: is_causal, no window_size, no enable_gqa (GQA taken as it comes)."""
+    return reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale,
+                            window_size=(-1, 0) if is_causal else (-1, -1), enable_gqa=k.shape[1] != q.shape[1])
+
+
+def _torch_2_11_kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, return_aux=None, scale=None, window_size=(-1, -1)):
+    """varlen_attn as torch 2.11 shipped it: window_size, no enable_gqa."""
+    return reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, window_size=window_size,
+                            enable_gqa=k.shape[1] != q.shape[1])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "options"),
+    [
+        (_torch_2_10_kernel, {"is_causal": True}),
+        (_torch_2_11_kernel, {"window_size": (-1, 0)}),
+        (reference_varlen, {"window_size": (-1, 0), "enable_gqa": True}),  # torch 2.13
+    ],
+    ids=["torch-2.10", "torch-2.11", "torch-2.13"],
+)
+def test_varlen_arguments_follow_the_installed_signature(kernel, options):
+    import inspect
+
+    assert varlen_options(inspect.signature(kernel).parameters, gqa=True) == options
+    register_torch_varlen(kernel=kernel)
+    model = _model("sdpa")
+    ids, positions = _packed_batch()
+    torch.testing.assert_close(_logits(model, ids, positions, VARLEN), _logits(model, ids, positions, "sdpa"),
+                               atol=1e-5, rtol=1e-5)
+    register_torch_varlen()
+
+
+def test_micro_batch_boundaries_reach_the_kernel_once(monkeypatch):
+    """collate's per-micro-batch lengths are what the kernel gets, for every row of a micro-batch > 1; no layer
+    derives them again from the position ids (a host sync per layer)."""
+    import transformers.modeling_flash_attention_utils as fa_utils
+
+    from belle.data.packing import PackedRow, collate
+
+    ids, positions = _packed_batch()
+    rows = [PackedRow(ids[r].tolist(), ids[r].tolist(), positions[r].tolist()) for r in range(2)]
+    batch = collate(rows, varlen=True)
+    assert batch["cu_seq_lens_q"].tolist() == [0, 5, 12, 16, 25, 32] and batch["max_length_q"] == 9
+    seen = []
+
+    def spy(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+        seen.append((cu_q.tolist(), max_q))
+        return reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, window_size=window_size,
+                                enable_gqa=enable_gqa)
+
+    def no_derivation(*args, **kwargs):
+        raise AssertionError("boundaries were derived again inside a layer")
+
+    monkeypatch.setattr(fa_utils, "prepare_fa_kwargs_from_position_ids", no_derivation)
+    register_torch_varlen(kernel=spy)
+    model = _model("sdpa")
+    model.set_attn_implementation(VARLEN)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        varlen = model(**batch, attention_mask=None, use_cache=False).logits
+    register_torch_varlen()
+    assert seen == [([0, 5, 12, 16, 25, 32], 9)] * 2  # one call per layer, the collated lengths each time
+    torch.testing.assert_close(varlen, _logits(model, ids, positions, "sdpa"), atol=1e-5, rtol=1e-5)
+    assert labels.shape == ids.shape

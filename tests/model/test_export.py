@@ -33,7 +33,10 @@ def _train_and_export(job, out_dir: str, steps: int) -> list:
     from belle.strategy.engine import build_engine
 
     deepspeed.init_distributed(dist_backend="gloo")
-    engine = build_engine(job, dist.get_world_size(), total_steps=max(steps, 1), on_gpu=False)
+    engine = build_engine(
+        job.model, job.strategy, job.optim, job.method.lora, attention="sdpa", world_size=dist.get_world_size(),
+        total_steps=max(steps, 1), seed=job.train.seed,
+    )
     batch = torch.randint(4, job.model.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(0))
     engine.train()
     for _ in range(steps):
@@ -42,7 +45,7 @@ def _train_and_export(job, out_dir: str, steps: int) -> list:
     engine.eval()
     with torch.no_grad():
         logits = engine(input_ids=_probe(), use_cache=False).logits.float()
-    export(engine, job, load_tokenizer(job.model), Path(out_dir))
+    export(engine, job.model, job.method.lora, load_tokenizer(job.model), Path(out_dir))
     return logits.tolist()
 
 

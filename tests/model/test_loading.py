@@ -26,18 +26,30 @@ def test_saved_tiny_model_reloads_and_passes_the_check(job, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config.hidden_size == model.hidden_size
 
 
-def test_auto_attention_is_sdpa_without_flash_attn():
-    assert resolve_attention("auto", on_gpu=False) == "sdpa"
-    assert resolve_attention("auto", on_gpu=True) in ("flash_attention_2", "torch_varlen")
-    assert resolve_attention("eager", on_gpu=False) == "eager"
+def test_auto_attention_is_chosen_per_worker():
+    assert resolve_attention("auto", capability=None) == "sdpa"  # CPU workers
+    assert resolve_attention("auto", capability=(9, 0)) in ("flash_attention_2", "torch_varlen")
+    assert resolve_attention("auto", capability=(7, 0)) == "sdpa"  # V100: no FlashAttention kernels
+    assert resolve_attention("auto", precision="fp32", capability=(9, 0)) == "sdpa"  # FlashAttention is 16-bit only
+    assert resolve_attention("auto", arch="bloom", capability=(9, 0)) == "eager"  # ALiBi: no sdpa, no flash
+    assert resolve_attention("eager", capability=None) == "eager"
 
 
-def test_flash_attention_on_cpu_workers_names_the_reason():
-    with pytest.raises(ValueError, match="the workers have no CUDA GPU"):
-        resolve_attention("flash_attention_2", on_gpu=False)
+@pytest.mark.parametrize(
+    ("requested", "arch", "precision", "capability", "message"),
+    [
+        ("flash_attention_2", "llama", "bf16", None, "the workers have no CUDA GPU"),
+        ("torch_varlen", "llama", "fp32", (9, 0), "set strategy.precision=bf16 or model.attn_implementation=sdpa"),
+        ("torch_varlen", "llama", "fp16", (7, 0), "this one is sm70: set model.attn_implementation=sdpa"),
+        ("sdpa", "bloom", "bf16", (9, 0), "not supported by BLOOM"),
+    ],
+)
+def test_attention_that_cannot_run_names_the_fix(requested, arch, precision, capability, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_attention(requested, arch, precision, capability)
 
 
 @pytest.mark.gpu
 def test_auto_attention_uses_flash_attn_when_installed_on_gpu():
     pytest.importorskip("flash_attn")
-    assert resolve_attention("auto", on_gpu=True) == "flash_attention_2"
+    assert resolve_attention("auto", capability=(9, 0)) == "flash_attention_2"

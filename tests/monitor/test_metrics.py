@@ -57,6 +57,9 @@ def test_mfu_from_the_gpu_name():
     peak = gpu_peak_flops("NVIDIA H100 80GB HBM3")
     assert peak == 989e12
     assert gpu_peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    for name, tflops in [("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835), ("NVIDIA H800", 989),
+                         ("NVIDIA GH200 480GB", 989), ("NVIDIA H200", 989), ("Tesla V100-SXM2-32GB", 125)]:
+        assert gpu_peak_flops(name) == tflops * 1e12, name
     assert gpu_peak_flops("Tesla T4") is None
     numbers = StepMeter(flops_per_token=6 * 7e9, world_size=8, peak_flops=peak).measure(8 * 3000 * 2, 64, 2.0)
     assert numbers["mfu"] == pytest.approx(8 * 3000 * 6 * 7e9 / (8 * 989e12))

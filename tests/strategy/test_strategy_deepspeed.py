@@ -8,6 +8,7 @@ import pytest
 from belle.config.optim import OptimConfig
 from belle.config.strategy import PRECISIONS, StrategyConfig
 from belle.strategy import deepspeed_config
+from belle.strategy.deepspeed import COMM_BUCKET
 
 WORLD = 4
 
@@ -70,7 +71,12 @@ def test_deepspeed_parses_every_combination_as_we_meant(strategy, monkeypatch):
         assert (fp16.hysteresis, fp16.min_loss_scale) == (2, 1)
     assert parsed.gradient_clipping == 1.0
     assert parsed.optimizer_name == "adamw"
-    assert parsed.optimizer_params == {"lr": 5e-6, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}
+    adam = {"lr": 5e-6, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}
+    # DeepSpeed's CPU Adam when offloaded; else torch's fused AdamW, never the FusedAdam op JIT-built with nvcc
+    torch_adam = {} if strategy.offload_optimizer else {"torch_adam": True, "fused": True}
+    assert parsed.optimizer_params == adam | torch_adam
+    if strategy.zero_stage:  # buckets of 2e8 elements, as launcher.estimate counts them
+        assert zero.reduce_bucket_size == zero.allgather_bucket_size == COMM_BUCKET
     assert parsed.scheduler_name is None  # our schedule is passed to deepspeed.initialize, never replaced
     assert parsed.wall_clock_breakdown is False
 
@@ -125,7 +131,7 @@ def test_hf_style_auto_values_are_ours(tmp_path, monkeypatch):
     )
     assert merged == generated
     parsed = parse(merged, monkeypatch)
-    assert parsed.zero_config.reduce_bucket_size == 500_000_000  # no value of ours: DeepSpeed's default
+    assert parsed.zero_config.reduce_bucket_size == COMM_BUCKET  # "auto" keeps ours
     assert parsed.float16_config.enabled and parsed.gradient_accumulation_steps == 4
 
 
