@@ -99,7 +99,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         "cluster": {
             "kind": c.kind, "nodes": c.nodes, "device": c.gpu_type if c.use_gpu else "cpu",
             "workers_per_node": c.gpus_per_node if c.use_gpu else c.cpu_workers_per_node,
-            "world_size": c.world_size,
+            "world_size": c.world_size, "cpus_per_worker": c.worker_cpus,
         },
         "batch": {
             "micro": s.micro_batch, "global": s.global_batch, "grad_accumulation": accumulation,

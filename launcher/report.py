@@ -22,7 +22,7 @@ def describe(plan: dict) -> str:
         f"  params     total {_count(m['params_total'])} ({m['params_total']:,}), "
         f"trainable {_count(m['params_trainable'])} ({m['params_trainable']:,}, {100 * m['trainable_share']:.3g}%)",
         f"  cluster    {c['kind']}: {c['nodes']} node(s) x {c['workers_per_node']} {c['device']} workers"
-        f" = world size {c['world_size']}",
+        f" = world size {c['world_size']}, {c['cpus_per_worker']} CPU core(s) per worker",
         f"  batch      micro {b['micro']} x world {c['world_size']} x accumulation {b['grad_accumulation']}"
         f" = global {b['global']} sequences of {b['max_length']} tokens ({'packed' if b['packed'] else 'padded'}): "
         f"{b['samples_per_step']:g} samples, {_count(b['tokens_per_step'])} tokens per optimizer step",

@@ -1,5 +1,6 @@
 """Small helpers shared by the config dataclasses: every failed check is one ValueError naming the fix."""
 
+import math
 from collections.abc import Iterable
 
 
@@ -16,5 +17,6 @@ def one_of(key: str, value: object, allowed: Iterable[object]) -> None:
 
 
 def positive(key: str, value: float, example: object) -> None:
-    """Check that a number is > 0."""
+    """Check that a number is finite and > 0 (inf and nan pass a plain comparison or fail it silently)."""
+    require(math.isfinite(value), f"{key}={value} must be a finite number: set {key}={example}")
     require(value > 0, f"{key}={value} must be > 0: set {key}={example}")

@@ -13,6 +13,10 @@ _KEYS = {
 }
 
 
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+"""Weight files transformers loads from a folder (single files or shards with their index)."""
+
+
 def hf_config(model: ModelConfig, pad_token_id: int = 3, eos_token_id: int = 2, bos_token_id: int = 1):
     """The transformers config that builds ``model`` from its numbers (random init, or on the meta device)."""
     from transformers import BloomConfig, LlamaConfig, Qwen2Config
@@ -51,6 +55,12 @@ def check_model_path(model: ModelConfig) -> None:
         found = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_file} is not valid JSON ({exc.msg}): repair or replace the model folder") from None
+    kind = found.get("model_type")
+    if kind is not None and kind != model.arch:
+        raise ValueError(
+            f"model.path={model.path} holds a {kind} model but model={model.name} is model.arch={model.arch}: "
+            f"choose a model group of that architecture (python -m launcher --help lists them) or another folder"
+        )
     for ours, theirs in _KEYS[model.arch].items():
         if theirs in found and found[theirs] != getattr(model, ours):
             raise ValueError(
@@ -58,3 +68,8 @@ def check_model_path(model: ModelConfig) -> None:
                 f"{ours}={getattr(model, ours)}: choose the model group that matches the folder "
                 f"(or override model.{ours}={found[theirs]})"
             )
+    if not any(next(config_file.parent.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ValueError(
+            f"model.path={model.path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}): copy the "
+            "model's weight files into it"
+        )

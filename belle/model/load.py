@@ -13,6 +13,7 @@ def load_tokenizer(model: ModelConfig):
     else:
         from transformers import AutoTokenizer
 
+        _check_tokenizer_folder(model, folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer in {folder} has no EOS token: BELLE's template ends every answer with EOS")
@@ -22,6 +23,25 @@ def load_tokenizer(model: ModelConfig):
             "use the model's own tokenizer (model.tokenizer_path) or a model with the extended vocabulary"
         )
     return tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+"""Files of which a tokenizer folder holds at least one."""
+
+
+def _check_tokenizer_folder(model: ModelConfig, folder: str) -> None:
+    """A one-line error before transformers gets a folder that is missing or holds no tokenizer."""
+    from pathlib import Path
+
+    key = "model.tokenizer_path" if model.tokenizer_path else "model.path"
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{key}={folder} is not a folder: point {key} at the model's tokenizer folder")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{key}={folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): set model.tokenizer_path=<the "
+            "model's tokenizer folder>"
+        )
 
 
 def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0):

@@ -161,3 +161,17 @@ def test_long_bf16_accumulation_under_zero2_is_flagged(cfg, tmp_path):
                       "strategy.global_batch=128", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
     warnings = json.loads((run_dir / "plan.json").read_text())["warnings"]
     assert any("gradients accumulate in bf16 over 16 micro-batches under ZeRO-2" in w for w in warnings), warnings
+
+
+def test_gpu_workers_reserve_the_nodes_cpu_share(job):
+    assert job().cluster.worker_cpus == 1  # CPU workers
+    assert job("cluster=slurm", "cluster.gpus_per_node=8", "cluster.cpus_per_node=96").cluster.worker_cpus == 12
+    assert job("cluster=slurm", "cluster.gpus_per_node=8").cluster.worker_cpus == 8  # cores unknown: GPU_WORKER_CPUS
+    assert job("cluster=slurm", "cluster.gpus_per_node=8", "cluster.cpus_per_worker=4").cluster.worker_cpus == 4
+
+
+@pytest.mark.parametrize("override", ["train.epochs=inf", "optim.lr=inf", "optim.lr=nan"])
+def test_infinite_numbers_are_refused_in_one_line(cfg, tmp_path, override):
+    message = _error(cfg, override, "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    assert message.startswith(f"{override.split('=')[0]}=") and "must be a finite number: set" in message
+    assert not (tmp_path / "plan.json").exists()

@@ -14,6 +14,30 @@ def test_folder_of_another_architecture_is_named(job, tmp_path):
         check_model_path(job("+exp=lora_2m", f"model.path={tmp_path}").model)
 
 
+def test_folder_of_another_model_type_is_named(job, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bloom", "n_layer": 30}))
+    with pytest.raises(ValueError, match="holds a bloom model but model=llama_7b is model.arch=llama"):
+        check_model_path(job("+exp=lora_2m", f"model.path={tmp_path}").model)
+
+
+def test_folder_without_weights_is_refused_before_launch(job, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="has a config.json but no weights"):
+        check_model_path(job("+exp=lora_2m", f"model.path={tmp_path}").model)
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_tokenizer_folder_without_a_tokenizer_names_the_key(job, tmp_path, folder):
+    from belle.model.load import load_tokenizer
+
+    (tmp_path / "empty").mkdir()
+    model = job(f"model.tokenizer_path={tmp_path / folder}").model
+    message = "is not a folder" if folder == "missing" else "holds no tokenizer"
+    with pytest.raises(ValueError, match=f"model.tokenizer_path=.*{folder} {message}"):
+        load_tokenizer(model)
+
+
 def test_saved_tiny_model_reloads_and_passes_the_check(job, tmp_path):
     from transformers import AutoModelForCausalLM
 

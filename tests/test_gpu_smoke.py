@@ -1,0 +1,28 @@
+"""bench/gpu_smoke.py runs its stages on CPU (tiny shapes, gloo, the reference varlen kernel): the script a GPU
+machine runs is checked here before device time is spent on it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_smoke_stages_run_on_cpu(tmp_path, workers_env):
+    out = tmp_path / "smoke.json"
+    done = subprocess.run([sys.executable, "bench/gpu_smoke.py", "--cpu", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    stages = json.loads(out.read_text())["stages"]
+    assert done.returncode == 0, {name: stage.get("error") for name, stage in stages.items()}
+    assert list(stages) == ["env", "gpu_tests", "recipe_zero2", "recipe_zero3_lora", "attention"]
+    for kind in ("zero2", "zero3_lora"):
+        recipe = stages[f"recipe_{kind}"]
+        assert recipe["losses"][-1] < recipe["losses"][0] and recipe["export"], kind
+    variants = stages["attention"]["variants"]
+    mixed = variants.pop("reference: no boundaries")["logits_max_diff_vs_alone"]
+    for name, variant in variants.items():  # every path keeps packed samples apart
+        assert variant["logits_max_diff_vs_alone"] < mixed / 10, name
