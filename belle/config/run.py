@@ -23,6 +23,12 @@ class TrainConfig:
     """Checkpoints kept on disk (older ones are deleted after a newer one is complete)."""
     max_failures: int = 0
     """Worker-group restarts from the last checkpoint before the run is declared failed."""
+    hang_timeout_s: float | None = 600.0
+    """Seconds without any rank finishing an optimizer step before the run counts as hung: every rank's stack is
+    written to <run_dir>/hang/, the ranks are stopped and the group restarts (train.max_failures) or fails. Keep it
+    below cluster.collective_timeout_s; None turns the watchdog off."""
+    hang_first_step_s: float = 1800.0
+    """The same allowance until an attempt's first step is done (model loading, compilation, the first gather)."""
 
     def __post_init__(self) -> None:
         positive("train.epochs", self.epochs, 1)
@@ -32,6 +38,9 @@ class TrainConfig:
         positive("train.save_every", self.save_every, 500)
         positive("train.keep_last", self.keep_last, 2)
         require(self.max_failures >= 0, f"train.max_failures={self.max_failures} must be >= 0")
+        if self.hang_timeout_s is not None:
+            positive("train.hang_timeout_s", self.hang_timeout_s, 600)
+        positive("train.hang_first_step_s", self.hang_first_step_s, 1800)
 
 
 @dataclass

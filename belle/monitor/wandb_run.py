@@ -26,9 +26,27 @@ def has_wandb_key() -> bool:
         return False
 
 
+ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+"""W&B's own WANDB_MODE values (with its aliases) and what they mean here."""
+
+
 def resolve_mode(mode: str) -> str:
-    """monitor.wandb_mode with ``auto`` resolved: online when a key is configured, else offline."""
-    return ("online" if has_wandb_key() else "offline") if mode == "auto" else mode
+    """monitor.wandb_mode with ``auto`` resolved: WANDB_MODE where the user exported it (clusters without internet
+    set offline or disabled), else online when a key is configured, else offline."""
+    if mode != "auto":
+        return mode
+    exported = ENV_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    return exported or ("online" if has_wandb_key() else "offline")
+
+
+def check_wandb_key(mode: str) -> None:
+    """Refuse, on the submitting host, a WANDB_API_KEY that W&B would refuse in the workers after the bring-up."""
+    key = os.environ.get("WANDB_API_KEY", "")
+    if key and resolve_mode(mode) == "online" and (len(key.split("-")[-1]) < 40 or any(c.isspace() for c in key)):
+        raise ValueError(
+            f"WANDB_API_KEY has {len(key)} characters, not a W&B API key (40+ characters, no spaces): export the key "
+            "from your W&B settings, or set monitor.wandb_mode=offline"
+        )
 
 
 def run_id(run_dir: Path) -> str:

@@ -18,6 +18,7 @@ from belle.data.cache import open_cache
 from belle.data.packing import collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
+from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS, resolve_attention
 from belle.model.export import export
 from belle.model.load import load_tokenizer
@@ -74,7 +75,12 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
-    directory = checkpoint.latest(run_dir)
+    def skipped(folder: Path, why: str) -> None:
+        if rank == 0:
+            print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
+                  flush=True)
+
+    directory = checkpoint.latest(run_dir, on_skip=skipped)
     if directory is not None:
         _, saved = engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
         state = {key: saved[key] for key in state}  # DeepSpeed adds keys of its own
@@ -89,6 +95,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
     monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
+    heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
 
     # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
     # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches
@@ -151,6 +158,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             monitor.log(record)
         if step % job.train.save_every == 0 or step == total_steps:
             save()
+        heartbeat(step)
 
     # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
     export(engine, job.model, job.method.lora, tokenizer, run_dir / "export")

@@ -5,7 +5,7 @@ import os
 import shutil
 import signal
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from belle.config import JobConfig
@@ -111,9 +111,17 @@ def run_on_ray(job: JobConfig, run_dir: Path) -> str | None:
     """Train ``job``; return None when training ended (completed, or stopped on request), else why it failed."""
     from ray.train import TrainingFailedError
 
+    from launcher.watchdog import HangWatchdog, on_ray_node
+
+    t = job.train
     with _ray(job):
+        if t.hang_timeout_s is None:
+            watchdog = nullcontext()
+        else:
+            watchdog = HangWatchdog(run_dir, t.hang_timeout_s, t.hang_first_step_s, on_node=on_ray_node)
         try:
-            trainer(job, run_dir).fit()
+            with watchdog:
+                trainer(job, run_dir).fit()
         except TrainingFailedError as failure:
-            return _reason(failure)
+            return getattr(watchdog, "hang", None) or _reason(failure)
     return None

@@ -179,6 +179,23 @@ def test_killed_worker_is_replaced_and_the_run_completes(launcher, tmp_path):
     assert summary["status"] == "completed" and summary["steps"] == 16
 
 
+def test_a_hung_worker_is_named_its_stacks_kept_and_the_run_restarts(launcher, tmp_path):
+    """SIGSTOP one worker mid-run: within train.hang_timeout_s the watchdog writes every rank's stack, names the
+    stopped rank, stops the group, and Ray Train restarts it from the last checkpoint (train.max_failures=1)."""
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = launcher(f"launcher.run_dir={run_dir}", "train.max_steps=16", "train.save_every=4",
+                       "train.max_failures=1", "train.hang_timeout_s=15", log=log)
+    _wait_for_checkpoint(run_dir, 4, process)
+    stopped = json.loads((run_dir / "progress" / "rank-1.json").read_text())["pid"]
+    os.kill(stopped, signal.SIGSTOP)
+    output = _finish(process, log)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert re.search(rf"hang: no rank finished a step for 15 s: stalled rank 1 on \S+ \(pid {stopped}, stopped\)",
+                     output), output[-2000:]
+    assert sorted(path.name.split("-rank-")[1] for path in (run_dir / "hang").iterdir()) == ["0.txt", "1.txt"]
+    assert [line["step"] for line in _metrics(run_dir)][-1] == 16
+
+
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(launcher, tmp_path):
     run_dir, log = tmp_path / "nan", tmp_path / "nan.log"
     process = launcher(f"launcher.run_dir={run_dir}", "optim.lr=1e30", "optim.warmup_steps=0", "train.save_every=1",

@@ -1,5 +1,7 @@
 """W&B offline: one run per job under run_dir/wandb, the same id after a resume, no secret in its config."""
 
+import pytest
+
 from belle.config.run import MonitorConfig
 from belle.monitor.wandb_run import has_wandb_key, resolve_mode, start_wandb
 
@@ -48,3 +50,24 @@ def test_auto_mode_follows_the_key(wandb_env, monkeypatch):
     (wandb_env / "netrc").unlink()
     monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
     assert resolve_mode("auto") == "online" and resolve_mode("offline") == "offline"
+
+
+@pytest.mark.parametrize(
+    ("exported", "mode"), [("offline", "offline"), ("disabled", "disabled"), ("dryrun", "offline")]
+)
+def test_auto_honours_the_exported_wandb_mode(monkeypatch, exported, mode):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_MODE", exported)
+    assert resolve_mode("auto") == mode
+
+
+def test_a_key_of_the_wrong_shape_is_refused_before_launch(monkeypatch):
+    from belle.monitor.wandb_run import check_wandb_key
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "abc123")
+    with pytest.raises(ValueError, match="WANDB_API_KEY has 6 characters, not a W&B API key"):
+        check_wandb_key("auto")
+    check_wandb_key("offline")  # not used: no complaint
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    check_wandb_key("online")
