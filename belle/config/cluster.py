@@ -30,6 +30,7 @@ PRE_AMPERE = frozenset({"V100-32GB"})
 # and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-]+$")
 SLURM_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+\-&|\[\]*()]+$")
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\S*)")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -155,6 +156,7 @@ class ClusterConfig:
                 f"cluster.cpus_per_node={self.cpus_per_node} is below the {need} CPUs the node's workers reserve: "
                 f"set cluster.cpus_per_node={need} or lower cluster.cpus_per_worker",
             )
+        self._check_no_secret_written()
         for key, lines in (("sbatch_extra", self.sbatch_extra), ("srun_args", self.srun_args)):
             for line in lines:
                 require(
@@ -168,6 +170,25 @@ class ClusterConfig:
             f"cluster.ray_port_min..max={self.ray_port_min}..{self.ray_port_max} needs 200+ ports within 1024..65535:"
             " set cluster.ray_port_min=20000 cluster.ray_port_max=30000",
         )
+
+    def _check_no_secret_written(self) -> None:
+        """Credentials typed into cluster.setup or cluster.env would land in config.yaml and the sbatch script."""
+        from belle.monitor.secrets import SECRET
+
+        for line in self.setup:
+            match = _ASSIGNMENT.match(line)
+            require(
+                not (match and SECRET.search(match["name"]) and not match["value"].startswith(("$", '"$'))),
+                f"cluster.setup sets {match and match['name']} to a literal value, which would be written to "
+                "config.yaml and the sbatch script: export it in your shell before submitting (the job inherits "
+                f"your environment) or read it from a file there ({match and match['name']}=$(cat <file>))",
+            )
+        for name in self.env:
+            require(
+                not SECRET.search(name),
+                f"cluster.env.{name} looks like a credential and would be written to config.yaml: export it in your "
+                "shell instead (every backend passes your environment on)",
+            )
 
     @property
     def workers_per_node(self) -> int:

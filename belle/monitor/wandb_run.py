@@ -1,6 +1,7 @@
 """Weights & Biases for rank 0 only: one run per job, kept across resumes by the id stored in run_dir/wandb_id."""
 
 import os
+import shlex
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -107,5 +108,5 @@ def start_wandb(
         run.summary["resumed_from_step"] = resume_step
     if mode == "offline":  # each attempt of a resumed job writes its own folder with the same id: sync them in order
         folders = sorted(str(p) for p in Path(run.settings.sync_dir).parent.glob(f"offline-run-*-{run.id}*"))
-        print(f"W&B is offline; upload this run with: wandb sync {' '.join(folders)}", flush=True)
+        print(f"W&B is offline; upload this run with: wandb sync {shlex.join(folders)}", flush=True)
     return WandbRun(run)

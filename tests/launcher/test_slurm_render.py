@@ -71,11 +71,13 @@ def test_every_option_comes_from_the_config(slurm_job, tmp_path):
     ("cluster.time=4h", "cluster.time='4h' is not a Slurm time"),
     ("cluster.signal_delay_s=7200", "cluster.signal_delay_s=7200 must be > 0 and below cluster.time=01:00:00"),
     ("cluster.sbatch_extra=[exclusive]", "cluster.sbatch_extra entry 'exclusive' is not one option"),
+    ("cluster.setup=['export HF_TOKEN=hf_secret456']", "cluster.setup sets HF_TOKEN to a literal value"),
+    ("+cluster.env.WANDB_API_KEY=abc", "cluster.env.WANDB_API_KEY looks like a credential"),
 ])
 def test_bad_slurm_settings_are_refused_before_anything_is_written(cli, tmp_path, override, message):
     out = cli("cluster=slurm", "cluster.time=01:00:00", override, f"launcher.run_dir={tmp_path / 'run'}")
     assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and "secret456" not in out.stdout + out.stderr
 
 
 def test_dry_run_renders_without_submitting(cli, tmp_path):

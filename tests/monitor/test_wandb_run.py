@@ -71,3 +71,12 @@ def test_a_key_of_the_wrong_shape_is_refused_before_launch(monkeypatch):
     check_wandb_key("offline")  # not used: no complaint
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     check_wandb_key("online")
+
+
+def test_the_printed_sync_command_survives_a_space_in_the_run_dir(wandb_env, capsys):
+    import shlex
+
+    run = start_wandb(MonitorConfig(wandb_mode="offline"), wandb_env / "my run", "demo", {}, resume_step=None)
+    run.finish(0)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "wandb sync" in line)
+    assert shlex.split(line.split(": ", 1)[1])[2:] == [str(p) for p in _offline_runs(wandb_env / "my run")]
