@@ -75,6 +75,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
+
     def skipped(folder: Path, why: str) -> None:
         if rank == 0:
             print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
