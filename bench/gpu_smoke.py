@@ -156,6 +156,10 @@ def _recipe_worker(kind: str, run_dir: Path, cpu: bool) -> None:
     register()
     with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
         job = to_job(compose(config_name="config", overrides=overrides))
+    from belle.data.prepare import prepare
+    from belle.model.load import load_tokenizer
+
+    prepare(job.data, load_tokenizer(job.model))  # the launcher's step before any worker starts
     print(json.dumps(train(job, run_dir), default=str), flush=True)
 
 

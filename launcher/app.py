@@ -75,10 +75,15 @@ def run(cfg: DictConfig) -> Path:
 
 
 def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
-    """Preview, render (dry run with cluster=slurm), submit to Slurm, or train here; a sweep point is recorded."""
+    """Prepare the data, preview, render (dry run with cluster=slurm), submit to Slurm, or train here; a sweep point
+    is recorded."""
     from launcher.sweep import record_point
 
-    if job.launcher.preview:
+    if job.launcher.prepare:
+        from launcher.launch import prepare_data
+
+        prepare_data(job)
+    elif job.launcher.preview:
         from launcher.preview import preview
 
         preview(job, directory / rundir.PREVIEW)

@@ -14,6 +14,12 @@ class DataFacts:
     """Average tokens per record after the template and truncation (None: unknown here)."""
     source: str
     """Where the numbers come from, for the plan."""
+    rows: int | None = None
+    """Training rows of the prepared cache (None: no cache yet, the plan estimates them)."""
+    samples_per_row: float | None = None
+    """Samples per training row in the prepared cache."""
+    tokens_per_row: float | None = None
+    """Real (not padding) tokens per training row in the prepared cache."""
 
 
 def weights_missing(job: JobConfig) -> str | None:
@@ -28,13 +34,24 @@ def weights_missing(job: JobConfig) -> str | None:
     return None
 
 
+def cached_facts(meta: dict, folder: Path) -> DataFacts:
+    """Exact numbers from a prepared cache's meta.json."""
+    stats, train = meta["stats"], meta["splits"]["train"]
+    return DataFacts(
+        stats["samples"], stats["tokens"] / stats["samples"], f"exact: prepared cache {folder.name}", train["rows"],
+        train["samples"] / max(train["rows"], 1), train["tokens"] / max(train["rows"], 1),
+    )
+
+
 def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
-    """Read and check the first ``data.check_records`` records with the model's tokenizer; count the rest.
+    """Read and check the first ``data.check_records`` records with the model's tokenizer and count the rest, or
+    take the exact numbers of the job's prepared data cache when there is one.
 
     ``strict`` (a launch or a preview) turns a missing file or model folder into an error; a dry run notes it and
     plans from the config's numbers.
     """
-    from belle.data.dataset import build_pretrain_blocks, build_sft_samples
+    from belle.data.cache import cache_path, is_complete, read_meta
+    from belle.data.dataset import builder
     from belle.data.records import DataError, iter_records, resolve_paths
     from belle.model.load import load_tokenizer
 
@@ -55,8 +72,10 @@ def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
     if missing:
         return DataFacts(d.num_samples, d.mean_tokens, "config (no tokenizer here)"), warnings
     tokenizer = load_tokenizer(job.model)
-    build = build_pretrain_blocks if d.format == "pretrain" else build_sft_samples
-    _, stats = build(d.path, tokenizer, d.max_length, limit=d.check_records)
+    folder = cache_path(d, tokenizer)
+    if is_complete(folder):  # every record was checked when it was prepared
+        return cached_facts(read_meta(folder), folder), warnings
+    _, stats = builder(d.format)(d.path, tokenizer, d.max_length, limit=d.check_records)
     if stats.dropped_no_trained_tokens:
         warnings.append(
             f"{stats.dropped_no_trained_tokens} of the first {stats.records} samples have no answer token left "

@@ -67,9 +67,21 @@ def summarise(run_dir: Path, started: float, error: str | None) -> dict:
     }
 
 
+def prepare_data(job: JobConfig):
+    """The job's data cache (belle.data.prepare): reused when one matches, else prepared here over this machine's
+    cores, once per job and before any worker starts. Prints where it is and what it holds."""
+    from belle.data.prepare import prepare
+    from belle.model.load import load_tokenizer
+
+    prepared = prepare(job.data, load_tokenizer(job.model))
+    print(prepared.describe(), flush=True)
+    return prepared
+
+
 def launch(job: JobConfig, run_dir: Path) -> dict:
-    """Train ``job`` (resuming the run in ``run_dir`` if there is one) and write its summary; a completed run is
-    never trained again. Call it inside ``graceful_stop``."""
+    """Prepare the data (unless cached), train ``job`` (resuming the run in ``run_dir`` if there is one) and write
+    its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
+    from belle.data.records import DataError
     from belle.monitor.plot import plot_loss
     from belle.recipes import recipe
     from launcher.backends import spmd
@@ -81,6 +93,11 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
         return previous
     run = {"spmd": spmd.run}[recipe(job.method.name).KIND]
     started = time.time()
+    try:
+        prepare_data(job)
+    except DataError as exc:  # a bad record: nothing is started, the summary says where
+        write_summary(run_dir, summarise(run_dir, started, str(exc)))
+        raise RuntimeError(str(exc)) from None
     with ray_for(job):
         error = run(job, run_dir)
     summary = summarise(run_dir, started, error)

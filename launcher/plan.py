@@ -31,16 +31,27 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
 
     mean_tokens = min(facts.mean_tokens, d.max_length) if facts.mean_tokens else None
     tokens_per_epoch = facts.num_samples * mean_tokens if facts.num_samples and mean_tokens else None
-    if tokens_per_epoch is None:
+    packed = d.packed
+    if facts.rows is not None:
+        rows_per_epoch = facts.rows
+    elif tokens_per_epoch is None:
         rows_per_epoch = None
-    elif d.packed:
+    elif packed:
         rows_per_epoch = math.ceil(tokens_per_epoch / (d.max_length * PACKING_FILL))
     else:
         rows_per_epoch = facts.num_samples
-    steps_per_epoch = math.ceil(rows_per_epoch / s.global_batch) if rows_per_epoch else None
-    total_steps = math.ceil(job.train.epochs * steps_per_epoch) if steps_per_epoch else None
+    # the recipe's rounding: each rank's equal share of rows, whole optimizer steps, both rounded down
+    rows_per_rank, rows_per_step = (rows_per_epoch or 0) // c.world_size, s.micro_batch * accumulation
+    steps_per_epoch = rows_per_rank // rows_per_step if rows_per_epoch else None
+    total_steps = int(job.train.epochs * rows_per_rank) // rows_per_step if rows_per_epoch else None
     if job.train.max_steps:
         total_steps = min(total_steps or job.train.max_steps, job.train.max_steps)
+    if facts.samples_per_row:
+        samples_per_row, tokens_per_row = facts.samples_per_row, facts.tokens_per_row
+    elif mean_tokens and packed and d.format == "sft":
+        samples_per_row, tokens_per_row = d.max_length * PACKING_FILL / mean_tokens, d.max_length * PACKING_FILL
+    else:
+        samples_per_row, tokens_per_row = 1.0, (d.max_length if d.format == "pretrain" else mean_tokens)
 
     memory = memory_per_gpu(job, parts.total_params, trainable, parts.largest_layer_params)
     capacity = gpu_memory_gib(job) if c.use_gpu else None
@@ -75,8 +86,9 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "batch": {
             "micro": s.micro_batch, "global": s.global_batch, "grad_accumulation": accumulation,
-            "max_length": d.max_length, "packed": d.packed,
-            "tokens_per_step": s.global_batch * d.max_length,
+            "max_length": d.max_length, "packed": packed,
+            "samples_per_step": round(s.global_batch * samples_per_row, 1),
+            "tokens_per_step": round(s.global_batch * tokens_per_row) if tokens_per_row else None,
         },
         "strategy": {
             "zero_stage": s.zero_stage, "offload_optimizer": s.offload_optimizer,

@@ -31,13 +31,12 @@ def render(parts: list[tuple[bool, str]], colour: bool) -> str:
 
 def preview(job: JobConfig, out: Path) -> None:
     """Write ``out`` (one JSON object per sample: text, input_ids, labels) and print the samples."""
-    from belle.data.dataset import build_pretrain_blocks, build_sft_samples
+    from belle.data.dataset import builder
     from belle.model.load import load_tokenizer
     from belle.rundir import write_atomic
 
     tokenizer = load_tokenizer(job.model)
-    build = build_pretrain_blocks if job.data.format == "pretrain" else build_sft_samples
-    samples, _ = build(job.data.path, tokenizer, job.data.max_length, limit=job.launcher.preview)
+    samples, _ = builder(job.data.format)(job.data.path, tokenizer, job.data.max_length, limit=job.launcher.preview)
     samples = samples[: job.launcher.preview]
     rows = [{"text": tokenizer.decode(s.input_ids), "input_ids": s.input_ids, "labels": s.labels} for s in samples]
     write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

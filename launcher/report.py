@@ -25,7 +25,8 @@ def describe(plan: dict) -> str:
         f"  cluster    {c['kind']}: {c['nodes']} node(s) x {c['workers_per_node']} {c['device']} workers"
         f" = world size {c['world_size']}, {c['cpus_per_worker']} CPU core(s) per worker",
         f"  batch      micro {b['micro']} x world {c['world_size']} x accumulation {b['grad_accumulation']}"
-        f" = global {b['global']} sequences of {b['max_length']} tokens ({'packed' if b['packed'] else 'padded'})",
+        f" = global {b['global']} sequences of {b['max_length']} tokens ({'packed' if b['packed'] else 'padded'}): "
+        f"{b['samples_per_step']:g} samples, {_count(b['tokens_per_step'])} tokens per optimizer step",
         f"  strategy   ZeRO-{s['zero_stage']}, {s['precision']}, offload {', '.join(offload) or 'none'}, "
         f"activation checkpointing {'on' if s['activation_checkpointing'] else 'off'}",
         f"  memory/GPU {mem['total']} GiB{capacity}: weights {mem['weights']}, grads {mem['gradients']}, "

@@ -23,7 +23,10 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 # Keys that may differ when a run is continued: what to do now and where Ray lives, not what the run is.
-_RUN_CONTROL = ("launcher.dry_run", "launcher.preview", "cluster.address", "cluster.ray_temp_dir")
+_RUN_CONTROL = (
+    "launcher.dry_run", "launcher.preview", "launcher.prepare", "data.cache_dir", "cluster.address",
+    "cluster.ray_temp_dir",
+)
 
 
 def _unusable(run_dir: Path, why: str) -> ValueError:

@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/distributed.py: the mult
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_caches(tmp_path_factory):
-    """The tiny tokenizer cache and DeepSpeed's compiled ops live in this session's tmp dir (unless
+    """The tiny tokenizer cache, prepared data and DeepSpeed's compiled ops live in this session's tmp dir (unless
     TORCH_EXTENSIONS_DIR names a warm cache), never in the user's home."""
     os.environ["BELLE_CACHE"] = str(tmp_path_factory.mktemp("belle-cache"))
+    os.environ["BELLE_HOME"] = str(tmp_path_factory.mktemp("belle-home"))  # prepared data (data.cache_dir), job records
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.mktemp("torch-extensions")))
 
 

@@ -14,7 +14,7 @@ class DataConfig:
     name: str = MISSING
     """Short name shown in plans, e.g. ``belle_2m``."""
     path: str = MISSING
-    """A JSONL/JSON file, a glob, or a comma-separated list of them."""
+    """A JSONL/JSON/Parquet file, a glob, or a comma-separated list of them."""
     format: str = "sft"
     """sft (BELLE instruction or conversations records) or pretrain ({"text"} records)."""
     max_length: int = 1024
@@ -29,6 +29,9 @@ class DataConfig:
     """Average tokens per sample, used by the plan; None measures it on a prefix of the file."""
     check_records: int = 1000
     """Records read and checked on the submitting machine before anything is launched."""
+    cache_dir: str = "${oc.env:BELLE_HOME,'~/.belle'}/data-cache"
+    """Where prepared data (token arrays, one folder per data + tokenizer + settings) is kept; on several nodes,
+    a folder every node sees."""
     smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"
     """Bundled stand-in data that ``+smoke=tiny`` trains on instead of ``path``."""
 
@@ -42,6 +45,7 @@ class DataConfig:
         positive("data.max_length", self.max_length, 1024)
         require(self.eval_samples >= 0, f"data.eval_samples={self.eval_samples} must be >= 0: set data.eval_samples=0")
         positive("data.check_records", self.check_records, 1000)
+        require(bool(self.cache_dir.strip()), "data.cache_dir is empty: set data.cache_dir=<folder for prepared data>")
         if self.num_samples is not None:
             positive("data.num_samples", self.num_samples, "null")
         if self.mean_tokens is not None:

@@ -24,11 +24,13 @@ class LauncherConfig:
     """Validate and write plan.json + config.yaml, start nothing."""
     preview: int = 0
     """Render this many training samples as the model sees them (preview.jsonl), start nothing."""
+    prepare: bool = False
+    """Prepare the data cache (check, tokenize, pack; see data.cache_dir), print its numbers, train nothing."""
 
     @property
     def launches(self) -> bool:
-        """Whether this command starts training (neither a dry run nor a preview)."""
-        return not self.dry_run and not self.preview
+        """Whether this command starts training (neither a dry run, a preview nor a prepare)."""
+        return not self.dry_run and not self.preview and not self.prepare
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "launcher.name is empty: set launcher.name=<run name>")

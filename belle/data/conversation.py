@@ -102,6 +102,9 @@ def _check_alternation(turns: list[tuple[str, str]], where: str) -> None:
             )
     if turns[-1][0] != ASSISTANT:
         raise DataError(f"{where}: the last turn is from human and has no answer: add the reply or remove the turn")
+    for i, (role, text) in enumerate(turns, 1):
+        if role == ASSISTANT and not text.strip():
+            raise DataError(f"{where}: turn {i} is an empty answer: write the answer or remove the record")
 
 
 def _string(record: dict, key: str, where: str) -> str:

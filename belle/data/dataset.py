@@ -24,6 +24,7 @@ class DatasetStats:
     truncated: int = 0  # samples cut at max_length, dropped ones included
     tokens: int = 0  # tokens in the kept samples
     trained_tokens: int = 0  # tokens with a label in the kept samples
+    eval_copies: int = 0  # training samples dropped as copies of a held-out eval sample (prepared cache only)
 
 
 def build_sft_samples(
@@ -42,13 +43,9 @@ def build_sft_samples(
             stats.tokens += len(sample.input_ids)
             stats.trained_tokens += trained
             kept.append(sample)
-    _require_records(spec, stats)
-    if not kept:
-        raise DataError(
-            f"{spec}: all {stats.dropped_no_trained_tokens} samples have no answer token left after truncation: "
-            f"raise data.max_length=… (now {max_length}) or drop over-long prompts"
-        )
     stats.samples = len(kept)
+    check_records(spec, stats)
+    check_kept(spec, stats, max_length)
     return kept, stats
 
 
@@ -64,17 +61,37 @@ def build_pretrain_blocks(
             yield validate_text(record, where)
 
     blocks = list(pretrain_blocks(texts(), tokenizer, max_length, CHUNK_RECORDS))
-    _require_records(spec, stats)
-    if not blocks:
+    stats.samples = len(blocks)
+    stats.tokens = stats.trained_tokens = len(blocks) * max_length
+    check_records(spec, stats)
+    check_blocks(spec, stats, max_length)
+    return blocks, stats
+
+
+def builder(data_format: str):
+    """The in-memory builder of data.format: build_sft_samples (sft) or build_pretrain_blocks (pretrain)."""
+    return build_pretrain_blocks if data_format == "pretrain" else build_sft_samples
+
+
+def check_records(spec: str, stats: DatasetStats) -> None:
+    """Refuse data without records."""
+    if not stats.records:
+        raise DataError(f"{spec}: no records: point data.path at a non-empty BELLE file")
+
+
+def check_kept(spec: str, stats: DatasetStats, max_length: int) -> None:
+    """Refuse SFT data of which truncation left no sample with an answer token."""
+    if not stats.samples:
+        raise DataError(
+            f"{spec}: all {stats.dropped_no_trained_tokens} samples have no answer token left after truncation: "
+            f"raise data.max_length=… (now {max_length}) or drop over-long prompts"
+        )
+
+
+def check_blocks(spec: str, stats: DatasetStats, max_length: int) -> None:
+    """Refuse pretraining data too short for one block."""
+    if not stats.samples:
         raise DataError(
             f"{spec}: {stats.records} texts hold fewer than {max_length} tokens, not one full block: "
             f"lower data.max_length=… (now {max_length}) or add text"
         )
-    stats.samples = len(blocks)
-    stats.tokens = stats.trained_tokens = len(blocks) * max_length
-    return blocks, stats
-
-
-def _require_records(spec: str, stats: DatasetStats) -> None:
-    if not stats.records:
-        raise DataError(f"{spec}: no records: point data.path at a non-empty BELLE file")

@@ -35,12 +35,18 @@ class PackedRow:
 def pack(
     samples: Iterable[Sample], max_length: int, pad_token_id: int, buffer_size: int = 4096, max_open: int = 256
 ) -> Iterator[PackedRow]:
-    """Best-fit decreasing over a bounded buffer: each buffer of samples, longest first, goes into the open row
-    with the least room that still fits it. Rows stay open across buffers (at most `max_open`), so memory is
-    bounded by buffer_size samples + max_open rows however long the stream. Rows come out in packing order,
-    not file order: shuffle them downstream.
+    """Rows of `pack_groups`: each group's samples concatenated and padded to max_length."""
+    for members in pack_groups(samples, max_length, buffer_size, max_open):
+        yield _row(members, max_length, pad_token_id)
+
+
+def pack_groups(samples: Iterable, max_length: int, buffer_size: int = 4096, max_open: int = 256) -> Iterator[list]:
+    """The samples of each packed row (anything with a sized ``input_ids``), by best-fit decreasing over a bounded
+    buffer: each buffer of samples, longest first, goes into the open row with the least room that still fits it.
+    Rows stay open across buffers (at most `max_open`), so memory is bounded by buffer_size samples + max_open rows
+    however long the stream. Rows come out in packing order, not file order: shuffle them downstream.
     """
-    open_rows: list[tuple[int, int, list[Sample]]] = []  # (room left, tie-breaker, samples), sorted
+    open_rows: list[tuple[int, int, list]] = []  # (room left, tie-breaker, samples), sorted
     ids = count()
     for chunk in batched(samples, buffer_size):
         chunk.sort(key=lambda s: len(s.input_ids), reverse=True)
@@ -60,17 +66,17 @@ def pack(
                 room, _, members = open_rows.pop(i)
             members.append(sample)
             if room == n:
-                yield _row(members, max_length, pad_token_id)
+                yield members
             else:
                 insort(open_rows, (room - n, next(ids), members))
         # rows that no sample of this size range can fill any more, and the fullest beyond max_open, are done
         smallest = len(chunk[-1].input_ids)
         done = max(bisect_left(open_rows, (smallest,)), len(open_rows) - max_open)
         for _, _, members in open_rows[:done]:
-            yield _row(members, max_length, pad_token_id)
+            yield members
         del open_rows[:done]
     for _, _, members in open_rows:
-        yield _row(members, max_length, pad_token_id)
+        yield members
 
 
 def pad_rows(samples: Iterable[Sample], max_length: int, pad_token_id: int) -> Iterator[PackedRow]:

@@ -1,4 +1,5 @@
-"""Find BELLE data files and stream their records (JSON lines or one JSON array), each with where it came from."""
+"""Find BELLE data files and stream their records (JSON lines, one JSON array, or Parquet), each with where it came
+from."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def resolve_paths(spec: str) -> list[Path]:
         if not files:
             raise DataError(
                 f"{part}: no such data file (data.path={spec!r}): "
-                "set data.path=… to a BELLE .json/.jsonl file, a glob or a comma-separated list"
+                "set data.path=… to a BELLE .json/.jsonl/.parquet file, a glob or a comma-separated list"
             )
         paths.update(dict.fromkeys(files))
     if not paths:
@@ -42,11 +43,62 @@ def resolve_paths(spec: str) -> list[Path]:
 def iter_records(spec: str) -> Iterator[tuple[dict, str]]:
     """Yield (record, where) from every file of `spec`, streaming.
 
-    A non-.jsonl file whose text starts with '[' is one JSON array (where = "file:#index"); any other file is
-    JSON lines (where = "file:line"; BELLE ships JSON lines under .json names too).
+    A .parquet file holds one record per row, columns named as the JSON keys (where = "file:#row", from 1); a
+    non-.jsonl file whose text starts with '[' is one JSON array (where = "file:#index"); any other file is JSON
+    lines (where = "file:line"; BELLE ships JSON lines under .json names too).
     """
     for path in resolve_paths(spec):
-        yield from (_iter_json_array(path) if _is_json_array(path) else _iter_json_lines(path))
+        if is_parquet(path):
+            yield from _iter_parquet(path)
+        else:
+            yield from (_iter_json_array(path) if _is_json_array(path) else _iter_json_lines(path))
+
+
+def iter_line_chunks(spec: str, size: int) -> Iterator[tuple[Path, int, list[bytes]] | list[tuple[dict, str]]]:
+    """The records of `spec` in chunks of `size`, for parsing elsewhere: a JSON-lines file as (path, first line
+    number, raw lines), any other file as parsed (record, where) lists. `parse_lines` turns the first kind into
+    what `iter_records` yields."""
+    for path in resolve_paths(spec):
+        if is_parquet(path) or _is_json_array(path):
+            records = _iter_parquet(path) if is_parquet(path) else _iter_json_array(path)
+            yield from batched(records, size)
+            continue
+        with open(path, "rb") as f:
+            first = 1
+            while lines := list(islice(f, size)):
+                yield path, first, lines
+                first += len(lines)
+
+
+def parse_lines(path: Path, first: int, lines: list[bytes]) -> list[tuple[dict, str]]:
+    """(record, where) of JSON lines read from `path` starting at line number `first`; blank lines skipped."""
+    parsed = []
+    for lineno, line in enumerate(lines, first):
+        if lineno == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")
+        if line.strip():
+            where = f"{path}:{lineno}"
+            parsed.append((_parse_line(line, where), where))
+    return parsed
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether `path` is read as Parquet (by its suffix)."""
+    return path.suffix == ".parquet"
+
+
+def _iter_parquet(path: Path, batch_rows: int = 4096) -> Iterator[tuple[dict, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises its own error types for a file that is not Parquet
+        raise DataError(f"{path}: not a readable Parquet file ({e}): write it with pyarrow or use JSON lines") from None
+    index = 0
+    for batch in table.iter_batches(batch_size=batch_rows):
+        for record in batch.to_pylist():
+            index += 1
+            yield {k: v for k, v in record.items() if v is not None}, f"{path}:#{index}"
 
 
 def _is_json_array(path: Path) -> bool:
@@ -74,18 +126,17 @@ def _checked(value: object, where: str) -> dict:
 def _iter_json_lines(path: Path) -> Iterator[tuple[dict, str]]:
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
-            if lineno == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                value = json.loads(line)
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not UTF-8 text ({e.reason}): re-encode the file as UTF-8") from None
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg}): fix the line or remove it") from None
-            yield _checked(value, where), where
+            yield from parse_lines(path, lineno, [line])
+
+
+def _parse_line(line: bytes, where: str) -> dict:
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 text ({e.reason}): re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg}): fix the line or remove it") from None
+    return _checked(value, where)
 
 
 def _iter_json_array(path: Path) -> Iterator[tuple[dict, str]]:

@@ -1,8 +1,8 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
-Setup (seed, tokenizer, packed rows sharded by rank, model, DeepSpeed engine, resume) → loop (micro-batches,
-one optimizer step per accumulation window, metrics, eval loss, checkpoints; a stop request saves and leaves) →
-save (the exported model).
+Setup (seed, tokenizer, packed rows memory-mapped from the prepared data cache and sharded by rank, model, DeepSpeed
+engine, resume) → loop (micro-batches, one optimizer step per accumulation window, metrics, eval loss, checkpoints;
+a stop request saves and leaves) → save (the exported model).
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import replace
-from itertools import count
 from pathlib import Path
 
 from belle import checkpoint, rundir, stop
 from belle.config import JobConfig, job_dict
-from belle.data.dataset import build_pretrain_blocks, build_sft_samples
-from belle.data.packing import PackedRow, collate, pack, pad_rows, to_device
+from belle.data.cache import open_cache
+from belle.data.packing import collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
 from belle.heartbeat import Heartbeat
@@ -30,6 +28,7 @@ from belle.monitor.progress import Progress
 from belle.monitor.wandb_run import start_wandb
 from belle.strategy import grad_accumulation
 from belle.strategy.engine import build_engine
+from belle.train.loop import epochs, evaluate
 
 KIND = "spmd"
 CHECKPOINT_TAG = "state"
@@ -64,9 +63,9 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     random.seed(job.train.seed)
     torch.manual_seed(job.train.seed)
 
-    # data: held-out eval rows, training rows reshuffled every epoch
+    # data: held-out eval rows, training rows reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    eval_rows, train_rows = _rows(job, tokenizer)
+    eval_rows, train_rows = open_cache(job.data, tokenizer)
     strategy = job.strategy
     accumulation = grad_accumulation(strategy, world)
     rows_per_rank = len(train_rows) // world
@@ -90,6 +89,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
+
     def skipped(folder: Path, why: str) -> None:
         if rank == 0:
             print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
@@ -107,7 +107,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
                 torch.cuda.set_rng_state(saved["cuda"])
     start = state["step"]
     micro_batches = batched(
-        _epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
+        epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
     monitor = _Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
@@ -167,7 +167,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
             if monitor:
                 record |= monitor.meter.measure(tokens, int(samples), time.time() - step_start)
         if eval_rows and (step == total_steps or (job.train.eval_every and step % job.train.eval_every == 0)):
-            state["eval_loss"] = _evaluate(engine, eval_rows, rank, world, strategy.micro_batch, varlen)
+            state["eval_loss"] = evaluate(engine, eval_rows, rank, world, strategy.micro_batch, varlen)
             record |= {"step": step, "eval_loss": state["eval_loss"]}
         if record and monitor:
             monitor.log(record)
@@ -207,50 +207,3 @@ class _Monitor:
     def finish(self) -> None:
         if self.wandb:
             self.wandb.finish()
-
-
-def _rows(job: JobConfig, tokenizer) -> tuple[list[PackedRow], list[PackedRow]]:
-    """Eval rows (the first data.eval_samples samples) and training rows (the rest), packed unless data.pack=false."""
-    build = build_sft_samples if job.data.format == "sft" else build_pretrain_blocks
-    samples, _ = build(job.data.path, tokenizer, job.data.max_length)
-    held_out, rest = samples[: job.data.eval_samples], samples[job.data.eval_samples :]
-    rows = pack if job.data.pack else pad_rows
-    return [list(rows(part, job.data.max_length, tokenizer.pad_token_id)) for part in (held_out, rest)]
-
-
-def _epochs(rows: list[PackedRow], rows_per_rank: int, rank: int, world: int, seed: int, skip: int = 0):
-    """This rank's rows, endlessly, from its ``skip``-th row on: every epoch a fresh shuffle (seeded by seed and
-    epoch), then the rank's equal share (the remainder that would leave ranks uneven is dropped)."""
-    for epoch in count(skip // rows_per_rank):
-        order = list(range(len(rows)))
-        random.Random(seed + epoch).shuffle(order)
-        mine = order[rank::world][:rows_per_rank]
-        start = skip % rows_per_rank if epoch == skip // rows_per_rank else 0
-        for index in mine[start:]:
-            yield rows[index]
-
-
-def _evaluate(engine, rows: list[PackedRow], rank: int, world: int, micro_batch: int, varlen: bool) -> float:
-    """Token-weighted mean loss over ``rows`` on all ranks. Shards are padded with label-free rows so every
-    rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
-    import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
-
-    shard = rows[rank::world]
-    blank = replace(rows[0], labels=[IGNORE_INDEX] * len(rows[0].labels))
-    shard += [blank] * (-(-len(rows) // world) - len(shard))
-    totals = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed on the device, one sync at the end
-    engine.eval()
-    with torch.no_grad():
-        for chunk in batched(shard, micro_batch):
-            batch = to_device(collate(chunk, varlen), engine.device)
-            targets = batch.pop("labels")[:, 1:]
-            logits = engine(**batch, attention_mask=None, use_cache=False).logits.float()
-            totals[0] += F.cross_entropy(
-                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            totals[1] += (targets != IGNORE_INDEX).sum()
-    engine.train()
-    dist.all_reduce(totals)
-    return (totals[0] / totals[1]).item()

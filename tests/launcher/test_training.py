@@ -140,7 +140,8 @@ def test_full_fine_tune_with_zero2(launcher, tmp_path):
 
 def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
     """Killed after its step-4 checkpoint, the rerun continues at step 5 and ends where an uninterrupted run does."""
-    common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline")
+    common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline",
+              "data.max_length=224")  # a data cache of its own: the first run prepares it
     whole, log = tmp_path / "whole", tmp_path / "whole.log"
     _finish(launcher(f"launcher.run_dir={whole}", *common, log=log), log)
 
@@ -155,6 +156,8 @@ def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
 
     output = _finish(launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "second.log"),
                      tmp_path / "second.log")
+    assert "prepared in" in (tmp_path / "whole.log").read_text()
+    assert "prepared in" not in output and "(reused)" in output, "the rerun does not tokenize again"
     steps = [line["step"] for line in _metrics(run_dir)]
     assert steps == list(range(1, 13)), "every step logged once"
     assert f"step {killed_at + 1}/12 " in output and f"step {killed_at}/12 " not in output
@@ -233,8 +236,9 @@ def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
 
 def test_local_sweep_runs_its_points_one_after_another(launcher, tmp_path):
     sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"
-    _finish(launcher("-m", f"launcher.run_dir={sweep_dir}", "train.max_steps=3", "optim.warmup_steps=0",
-                     "optim.lr=1e-3,2e-3", log=log), log)
+    output = _finish(launcher("-m", f"launcher.run_dir={sweep_dir}", "train.max_steps=3", "optim.warmup_steps=0",
+                              "optim.lr=1e-3,2e-3", "data.max_length=192", log=log), log)
+    assert output.count("prepared in") == 1 and output.count("(reused)") == 1, "the data is tokenized once"
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     assert [(p["point"], p["status"], p["job_id"]) for p in sweep["points"]] == [(0, "completed", None),
                                                                                 (1, "completed", None)]

@@ -1,0 +1,169 @@
+"""The prepared-data cache: one folder per key under data.cache_dir, written once, memory-mapped by every worker.
+
+Megatron's indexed-dataset layout, flat arrays plus an index, per split (``train``, ``eval``) in ``<cache_dir>/<key>/``:
+  {split}.tokens    the token ids of every row's samples, row after row (uint16, or int32 for large vocabularies)
+  {split}.trained   1 where the template trains the token (uint8)
+  {split}.samples   int64: where each sample starts in .tokens, in row order, then the end
+  {split}.rows      int64: the index in .samples of each row's first sample, then the number of samples
+  meta.json         what the key covers, the dtypes and the counts; the folder appears (by rename) only complete
+A row is read back as the PackedRow the packer would build: samples concatenated, each sample's first label masked,
+position ids restarting at each sample, the pad tail to max_length.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from belle.config import DataConfig
+from belle.data.packing import PackedRow
+from belle.data.records import DataError, resolve_paths
+from belle.data.template import IGNORE_INDEX
+
+TEMPLATE_VERSION = 2
+"""Raise when the template, the packer or this layout changes what a cache holds: every old cache is then unused."""
+SPLITS = ("eval", "train")
+META = "meta.json"
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything in the tokenizer that changes token ids: its full serialised form (vocabulary, merges,
+    normalisers) or, for a Python-only tokenizer, its vocabulary; and the EOS and pad ids."""
+    digest = hashlib.sha256(f"{type(tokenizer).__name__} eos={tokenizer.eos_token_id} pad={tokenizer.pad_token_id}"
+                            .encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
+
+
+def key_inputs(data: DataConfig, tokenizer) -> dict:
+    """Everything that changes what the cache holds."""
+    files = []
+    for path in resolve_paths(data.path):
+        stat = path.stat()
+        files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return {
+        "template_version": TEMPLATE_VERSION, "files": files, "tokenizer": tokenizer_fingerprint(tokenizer),
+        "format": data.format, "max_length": data.max_length, "pack": data.pack, "eval_samples": data.eval_samples,
+    }
+
+
+def cache_root(data: DataConfig) -> Path:
+    """data.cache_dir, with ~ expanded; it must be absolute, since workers run in directories of their own."""
+    root = Path(data.cache_dir).expanduser()
+    if not root.is_absolute():
+        raise DataError(f"data.cache_dir={data.cache_dir} is a relative path: set data.cache_dir=<absolute folder>")
+    return root
+
+
+def cache_path(data: DataConfig, tokenizer) -> Path:
+    """The folder of this data + tokenizer + settings (it may not exist yet)."""
+    inputs = key_inputs(data, tokenizer)
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root(data) / f"{data.format}-{data.max_length}-{digest}"
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a whole cache (its meta.json is written last, before the folder gets its name)."""
+    return (folder / META).is_file()
+
+
+def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
+    """Make ``folder`` by ``build(staging)`` unless it is complete; return whether this call built it.
+
+    One builder per key at a time (an fcntl lock next to the folder): a second job waits, then finds the folder
+    complete. ``build`` fills a staging folder on the same file system and returns the meta it writes last; the
+    staging folder is then renamed into place, so a build killed half-way leaves only a staging folder, which the
+    next builder deletes.
+    """
+    if is_complete(folder):
+        return False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(folder):
+            return False
+        for stale in folder.parent.glob(f".{folder.name}.staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # a folder without meta.json is never a cache
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+        try:
+            meta = build(staging)
+            (staging / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def read_meta(folder: Path) -> dict:
+    """The meta.json of a complete cache."""
+    return json.loads((folder / META).read_text())
+
+
+def open_cache(data: DataConfig, tokenizer) -> tuple[Rows, Rows]:
+    """(eval rows, training rows) memory-mapped from the prepared cache of this job's data."""
+    folder = cache_path(data, tokenizer)
+    if not is_complete(folder):
+        raise DataError(
+            f"no prepared data at {folder} on this node: set data.cache_dir=… to a folder every node sees "
+            f"(now {data.cache_dir}), or run with launcher.prepare=true first"
+        )
+    meta = read_meta(folder)
+    return tuple(Rows(folder, split, meta) for split in SPLITS)
+
+
+class Rows(Sequence):
+    """The rows of one split, read from the memory-mapped arrays on access; nothing is held per row."""
+
+    def __init__(self, folder: Path, split: str, meta: dict):
+        import numpy as np
+
+        counts = meta["splits"][split]
+        self.max_length, self.pad = meta["max_length"], meta["pad_token_id"]
+
+        def array(suffix: str, dtype: str, n: int):
+            if not n:  # numpy cannot map an empty file
+                return np.zeros(0, dtype)
+            return np.memmap(folder / f"{split}.{suffix}", dtype=dtype, mode="r", shape=(n,))
+
+        self.tokens = array("tokens", meta["token_dtype"], counts["tokens"])
+        self.trained = array("trained", "uint8", counts["tokens"])
+        self.samples = array("samples", "int64", counts["samples"] + 1)
+        self.rows = array("rows", "int64", counts["rows"] + 1)
+        self._len = counts["rows"]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> PackedRow:
+        import numpy as np
+
+        if not -self._len <= index < self._len:
+            raise IndexError(index)
+        index %= self._len
+        starts = np.asarray(self.samples[self.rows[index] : self.rows[index + 1] + 1])
+        begin, end = int(starts[0]), int(starts[-1])
+        ids = np.asarray(self.tokens[begin:end], dtype=np.int64)
+        labels = np.where(self.trained[begin:end] != 0, ids, IGNORE_INDEX)
+        firsts = starts[:-1] - begin
+        labels[firsts] = IGNORE_INDEX
+        positions = np.arange(end - begin) - np.repeat(firsts, np.diff(starts))
+        n_pad = self.max_length - (end - begin)
+        return PackedRow(
+            ids.tolist() + [self.pad] * n_pad, labels.tolist() + [IGNORE_INDEX] * n_pad,
+            positions.tolist() + list(range(n_pad)), n_pad,
+        )
+
+    def __iter__(self) -> Iterator[PackedRow]:
+        return (self[i] for i in range(self._len))
+

@@ -1,0 +1,277 @@
+"""Prepare a job's data once: read and check every record, template, tokenize and mask in worker processes over
+the machine's cores (records in file order), pack in this process, and write the cache (belle.data.cache).
+
+The rows are exactly those of the in-memory path (build_sft_samples / build_pretrain_blocks, then pack or pad_rows,
+the first data.eval_samples samples held out and their copies left out of training); tests compare them token for
+token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from belle.config import DataConfig
+from belle.data.cache import SPLITS, build_once, cache_path, key_inputs, read_meta
+from belle.data.conversation import to_turns, validate_text
+from belle.data.dataset import DatasetStats, check_blocks, check_kept, check_records
+from belle.data.packing import pack_groups
+from belle.data.records import iter_line_chunks, parse_lines
+from belle.data.template import IGNORE_INDEX, encode_many, eos_token_id, tokenize_batch
+
+CHUNK_RECORDS = 2048
+"""Records per task of a worker process."""
+
+
+@dataclass
+class Prepared:
+    folder: Path
+    """The cache folder."""
+    meta: dict
+    """Its meta.json: what the key covers and the counts."""
+    built: bool
+    """Whether this call tokenized (else it found the folder complete)."""
+    seconds: float
+    """Time this call took."""
+
+    def describe(self) -> str:
+        """Where the cache is and what it holds, a few lines for the console."""
+        m, s = self.meta, self.meta["stats"]
+        rows = {split: m["splits"][split]["rows"] for split in SPLITS}
+        how = f"prepared in {self.seconds:.1f} s on {m['processes']} processes" if self.built else "reused"
+        return (
+            f"data cache {self.folder} ({how})\n"
+            f"  records {s['records']}, samples {s['samples']}, tokens {s['tokens']} ({s['trained_tokens']} trained)\n"
+            f"  rows {rows['train']} train + {rows['eval']} eval of {m['max_length']} tokens, "
+            f"padding {m['padding_share']:.2%}\n"
+            f"  truncated {s['truncated']}, dropped (no answer token left) {s['dropped_no_trained_tokens']}, "
+            f"training copies of eval samples dropped {s['eval_copies']}"
+        )
+
+
+def prepare(data: DataConfig, tokenizer, processes: int | None = None) -> Prepared:
+    """The cache of ``data`` with ``tokenizer``: found complete, or built now (once, whoever else asks at the same
+    time). A bad record raises DataError (file:line, the fix) and leaves no cache."""
+    started = time.time()
+    folder = cache_path(data, tokenizer)
+    processes = processes or len(os.sched_getaffinity(0))
+    built = build_once(folder, lambda staging: _build(data, tokenizer, staging, processes))
+    return Prepared(folder, read_meta(folder), built, time.time() - started)
+
+
+class _Piece:
+    """A sample (or pretraining block) on its way to the cache: token ids and the template's trained mask."""
+
+    __slots__ = ("input_ids", "trained")
+
+    def __init__(self, input_ids, trained):
+        self.input_ids, self.trained = input_ids, trained
+
+
+def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
+    started = time.time()
+    stats = DatasetStats()
+    token_dtype = "uint16" if len(tokenizer) <= 1 << 16 else "int32"
+    pieces = _pieces(data, tokenizer, processes, stats)
+    held_out = list(islice(pieces, data.eval_samples))
+    writers = {split: _SplitWriter(staging, split, token_dtype) for split in SPLITS}
+    for split, part in (("train", _without(pieces, held_out, stats)), ("eval", held_out)):
+        groups = pack_groups(part, data.max_length) if data.pack else ([p] for p in part if len(p.input_ids))
+        for members in groups:
+            writers[split].add(members)
+    splits = {split: writer.close() for split, writer in writers.items()}
+    check_records(data.path, stats)
+    if data.format == "pretrain":
+        check_blocks(data.path, stats, data.max_length)
+    else:
+        check_kept(data.path, stats, data.max_length)
+    row_tokens = sum(s["rows"] for s in splits.values()) * data.max_length
+    return {
+        "key": key_inputs(data, tokenizer), "max_length": data.max_length, "pad_token_id": tokenizer.pad_token_id,
+        "token_dtype": token_dtype, "splits": splits, "stats": vars(stats),
+        "padding_share": 1 - sum(s["tokens"] for s in splits.values()) / row_tokens if row_tokens else 0.0,
+        "processes": processes, "seconds": round(time.time() - started, 2),
+    }
+
+
+def _pieces(data: DataConfig, tokenizer, processes: int, stats: DatasetStats) -> Iterator[_Piece]:
+    """Kept samples (sft) or full blocks (pretrain) in file order, with ``stats`` counted as they pass."""
+    import numpy as np
+
+    tasks = iter_line_chunks(data.path, CHUNK_RECORDS)
+    results = _in_order(tokenizer, data.format, data.max_length, tasks, processes)
+    if data.format == "pretrain":
+        stream = np.zeros(0, np.int32)
+        for records, tokens in results:
+            stats.records += records
+            stream = np.concatenate([stream, tokens])
+            full = len(stream) - len(stream) % data.max_length
+            for start in range(0, full, data.max_length):
+                block = stream[start : start + data.max_length]
+                stats.samples += 1
+                yield _Piece(block, np.ones(len(block), np.uint8))
+            stream = stream[full:]
+        stats.tokens = stats.trained_tokens = stats.samples * data.max_length
+        return
+    for records, truncated, dropped, tokens, trained, lengths in results:
+        stats.records += records
+        stats.truncated += truncated
+        stats.dropped_no_trained_tokens += dropped
+        stats.samples += len(lengths)
+        stats.tokens += len(tokens)
+        stats.trained_tokens += int(trained.sum())
+        ends = np.cumsum(lengths)
+        for start, end in zip(ends - lengths, ends, strict=True):
+            yield _Piece(tokens[start:end], trained[start:end])
+
+
+def _without(pieces: Iterable[_Piece], held_out: list[_Piece], stats: DatasetStats) -> Iterator[_Piece]:
+    """``pieces`` less the copies of a held-out sample (the eval loss is measured on samples never trained)."""
+    seen = {piece.input_ids.tobytes() for piece in held_out}
+    for piece in pieces:
+        if seen and piece.input_ids.tobytes() in seen:
+            stats.eval_copies += 1
+        else:
+            yield piece
+
+
+def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: int) -> Iterator[tuple]:
+    """Results of the tasks in order, from ``processes`` worker processes with a bounded number in flight (or from
+    this process for one)."""
+    import multiprocessing
+
+    work = _encode_texts if fmt == "pretrain" else _encode_samples
+    if processes == 1:
+        _setup(tokenizer, max_length)
+        yield from map(work, tasks)
+        return
+    # fork: a worker starts at once, inherits the tokenizer and imports nothing (spawn and forkserver would import
+    # this program's __main__ in each)
+    with _single_threaded_tokenizers():
+        pool = multiprocessing.get_context("fork").Pool(processes, _worker, (tokenizer, max_length))
+    try:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(work, (task,)))
+            if len(pending) >= 2 * processes:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+        pool.close()  # the workers leave on their own
+        pool.join()
+    finally:
+        pool.terminate()  # a bad record, or the prepare itself stopped: end the workers (SIGTERM)
+
+
+@contextmanager
+def _single_threaded_tokenizers():
+    """Set TOKENIZERS_PARALLELISM=false while the pool forks: the workers inherit it, so the tokenizers library
+    neither warns about a fork after its threads ran nor starts threads of its own; this process keeps its setting."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+
+
+# what a worker process holds: the tokenizer and max_length
+_tokenizer = None
+_max_length = 0
+
+
+def _worker(tokenizer, max_length: int) -> None:
+    """Set up a forked worker process. The launcher's stop handlers (SIGTERM, SIGUSR1) are not the worker's: the
+    pool ends its workers with SIGTERM; Ctrl-C is the parent's to handle."""
+    for signum, action in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGUSR1, signal.SIG_DFL),
+                           (signal.SIGINT, signal.SIG_IGN)):
+        signal.signal(signum, action)
+    _setup(tokenizer, max_length)
+
+
+def _setup(tokenizer, max_length: int) -> None:
+    global _tokenizer, _max_length
+    _tokenizer, _max_length = tokenizer, max_length
+
+
+def _records(task) -> list[tuple[dict, str]]:
+    return parse_lines(*task) if isinstance(task, tuple) else task
+
+
+def _encode_samples(task) -> tuple:
+    """(records, truncated, dropped, token ids, trained mask, lengths) of the kept samples of one task."""
+    import numpy as np
+
+    records = _records(task)
+    samples = encode_many([to_turns(record, where) for record, where in records], _tokenizer, _max_length)
+    kept = [s for s in samples if s.n_trained]
+    tokens = np.fromiter((t for s in kept for t in s.input_ids), np.int32)
+    trained = np.fromiter((label != IGNORE_INDEX for s in kept for label in s.labels), np.uint8, len(tokens))
+    lengths = np.fromiter((len(s.input_ids) for s in kept), np.int64, len(kept))
+    return len(records), sum(s.truncated for s in samples), len(samples) - len(kept), tokens, trained, lengths
+
+
+def _encode_texts(task) -> tuple:
+    """(records, token ids of every text each followed by EOS) of one task of pretraining records."""
+    import numpy as np
+
+    records = _records(task)
+    texts = [validate_text(record, where) for record, where in records]
+    eos = eos_token_id(_tokenizer)
+    return len(records), np.fromiter((t for ids in tokenize_batch(_tokenizer, texts) for t in (*ids, eos)), np.int32)
+
+
+class _SplitWriter:
+    """Appends rows to the four arrays of one split (see belle.data.cache), in buffered writes."""
+
+    FLUSH_PIECES = 8192
+
+    def __init__(self, folder: Path, split: str, token_dtype: str):
+        names = ("tokens", "trained", "samples", "rows")
+        self.files = {name: open(folder / f"{split}.{name}", "wb") for name in names}  # noqa: SIM115 (see close)
+        self.token_dtype = token_dtype
+        self.buffers: dict[str, list] = {name: [] for name in self.files}
+        self.n_tokens = self.n_samples = self.n_rows = 0
+
+    def add(self, members: list[_Piece]) -> None:
+        self.buffers["rows"].append(self.n_samples)
+        for piece in members:
+            self.buffers["samples"].append(self.n_tokens)
+            self.buffers["tokens"].append(piece.input_ids)
+            self.buffers["trained"].append(piece.trained)
+            self.n_tokens += len(piece.input_ids)
+            self.n_samples += 1
+        self.n_rows += 1
+        if len(self.buffers["tokens"]) >= self.FLUSH_PIECES:
+            self._flush()
+
+    def close(self) -> dict:
+        """Write the end offsets and close; the split's counts."""
+        self.buffers["samples"].append(self.n_tokens)
+        self.buffers["rows"].append(self.n_samples)
+        self._flush()
+        for f in self.files.values():
+            f.close()
+        return {"rows": self.n_rows, "samples": self.n_samples, "tokens": self.n_tokens}
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        b = self.buffers
+        if b["tokens"]:
+            self.files["tokens"].write(np.concatenate(b["tokens"]).astype(self.token_dtype).tobytes())
+            self.files["trained"].write(np.concatenate(b["trained"]).astype(np.uint8).tobytes())
+        for name in ("samples", "rows"):
+            self.files[name].write(np.asarray(b[name], np.int64).tobytes())
+        for items in b.values():
+            items.clear()

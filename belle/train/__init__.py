@@ -1,0 +1,1 @@
+"""Training-loop pieces every recipe shares (no Ray here either)."""
