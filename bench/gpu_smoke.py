@@ -7,7 +7,7 @@ Stages, the JSON result rewritten after each so that a timeout still reports:
   env        GPU, compute capability, torch/CUDA, nvcc, varlen_attn's signature, flash-attn present or not
   gpu_tests  pytest -m gpu on tests/model (the packed-equals-unpacked kernels)
   recipe_*   the SFT recipe in an NCCL world of one, bf16, activation checkpointing: ZeRO-2 full fine-tune and
-             ZeRO-3 + LoRA, a few steps each, export written
+             ZeRO-3 + LoRA with trained embeddings (modules_to_save), a few steps each, export written
   attention  a 1.1B LLaMA (GQA) trained with torch's fused AdamW (no DeepSpeed: isolates attention), bf16, packed
              rows of BELLE-like lengths, micro-batch 4 x 2048: tokens/s, MFU and peak memory per attention path,
              and each path's packed logits against every sample run alone
@@ -152,7 +152,7 @@ def _recipe_worker(kind: str, run_dir: Path, cpu: bool) -> None:
     ]
     overrides += ["cluster.gpus_per_node=0", "strategy.precision=bf16"] if cpu else [
         "cluster.gpus_per_node=1", "strategy.precision=bf16"]
-    overrides += ["method=sft", "strategy=zero2"] if kind == "zero2" else ["method=lora", "strategy=zero3"]
+    overrides += ["method=sft", "strategy=zero2"] if kind == "zero2" else ["method=lora_tiny", "strategy=zero3"]
     register()
     with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
         job = to_job(compose(config_name="config", overrides=overrides))

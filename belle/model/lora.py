@@ -16,4 +16,6 @@ def apply_lora(model, lora: LoraConfig):
         target_modules=list(lora.target_modules),
         modules_to_save=list(lora.modules_to_save) or None,
     )
-    return get_peft_model(model, peft_config)
+    # adapters in the base weights' dtype: PEFT would upcast them to fp32 beside bf16 modules_to_save copies, and
+    # ZeRO-3 partitions one dtype (DeepSpeed keeps fp32 master weights for every trained parameter anyway)
+    return get_peft_model(model, peft_config, autocast_adapter_dtype=False)

@@ -119,7 +119,8 @@ def test_lora_zero3_bf16_adapter_reloads_in_bf16(job, tmp_path, workers_env):
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "base"]
     unmerged = PeftModel.from_pretrained(_load(out / "base", "bfloat16"), out / "adapter")
     assert next(unmerged.parameters()).dtype == torch.bfloat16
-    torch.testing.assert_close(_logits(unmerged), engine_logits, atol=1e-2, rtol=0)
+    # bf16 rounding only: PEFT's reload computes the adapters in fp32, the engine in bf16 (1/64 is one ulp at 2-4)
+    torch.testing.assert_close(_logits(unmerged), engine_logits, atol=2 / 64, rtol=0)
 
 
 @pytest.mark.slow
