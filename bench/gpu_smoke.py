@@ -7,7 +7,8 @@ Stages, the JSON result rewritten after each so that a timeout still reports:
   env        GPU, compute capability, torch/CUDA, nvcc, varlen_attn's signature, flash-attn present or not
   gpu_tests  pytest -m gpu on tests/model (the packed-equals-unpacked kernels)
   recipe_*   the SFT recipe in an NCCL world of one, bf16, activation checkpointing: ZeRO-2 full fine-tune and
-             ZeRO-3 + LoRA with trained embeddings (modules_to_save), a few steps each, export written
+             ZeRO-3 + LoRA with trained embeddings (modules_to_save), ZeRO-2 with compiled blocks, a few steps
+             each, export written
   attention  a 1.1B LLaMA (GQA) trained with torch's fused AdamW (no DeepSpeed: isolates attention), bf16, packed
              rows of BELLE-like lengths, micro-batch 4 x 2048: tokens/s, MFU and peak memory per attention path,
              and each path's packed logits against every sample run alone
@@ -42,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cpu", action="store_true", help="tiny shapes on CPU, gloo: checks the script itself")
+    parser.add_argument("--only", help="comma-separated stage names to run (default: all)")
     parser.add_argument("--recipe", help=argparse.SUPPRESS)  # internal: one recipe run in a fresh process
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -50,8 +52,11 @@ def main() -> None:
         return
     result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_check": args.cpu, "stages": {}}
     stages = [("env", lambda: env()), ("gpu_tests", lambda: gpu_tests(args.cpu))]
-    stages += [(f"recipe_{kind}", lambda kind=kind: recipe(kind, args.cpu)) for kind in ("zero2", "zero3_lora")]
+    stages += [(f"recipe_{kind}", lambda kind=kind: recipe(kind, args.cpu))
+               for kind in ("zero2", "zero3_lora", "zero2_compiled")]
     stages.append(("attention", lambda: attention(args.cpu)))
+    if args.only:
+        stages = [(name, stage) for name, stage in stages if name in args.only.split(",")]
     for name, stage in stages:
         began = time.time()
         try:
@@ -152,7 +157,11 @@ def _recipe_worker(kind: str, run_dir: Path, cpu: bool) -> None:
     ]
     overrides += ["cluster.gpus_per_node=0", "strategy.precision=bf16"] if cpu else [
         "cluster.gpus_per_node=1", "strategy.precision=bf16"]
-    overrides += ["method=sft", "strategy=zero2"] if kind == "zero2" else ["method=lora_tiny", "strategy=zero3"]
+    overrides += {
+        "zero2": ["method=sft", "strategy=zero2"],
+        "zero3_lora": ["method=lora_tiny", "strategy=zero3"],
+        "zero2_compiled": ["method=sft", "strategy=zero2", "strategy.compile=true"],
+    }[kind]
     register()
     with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
         job = to_job(compose(config_name="config", overrides=overrides))

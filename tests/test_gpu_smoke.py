@@ -18,8 +18,9 @@ def test_gpu_smoke_stages_run_on_cpu(tmp_path, workers_env):
                           capture_output=True, text=True, timeout=600)
     stages = json.loads(out.read_text())["stages"]
     assert done.returncode == 0, {name: stage.get("error") for name, stage in stages.items()}
-    assert list(stages) == ["env", "gpu_tests", "recipe_zero2", "recipe_zero3_lora", "attention"]
-    for kind in ("zero2", "zero3_lora"):
+    assert list(stages) == ["env", "gpu_tests", "recipe_zero2", "recipe_zero3_lora", "recipe_zero2_compiled",
+                            "attention"]
+    for kind in ("zero2", "zero3_lora", "zero2_compiled"):
         recipe = stages[f"recipe_{kind}"]
         assert recipe["losses"][-1] < recipe["losses"][0] and recipe["export"], kind
     variants = stages["attention"]["variants"]

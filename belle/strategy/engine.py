@@ -41,6 +41,8 @@ def build_engine(
             net.enable_input_require_grads()
     if lora is not None:
         net = apply_lora(net, lora)
+    if strategy.compile:
+        _compile_blocks(net)
     engine, *_ = deepspeed.initialize(
         model=net,
         model_parameters=[p for p in net.parameters() if p.requires_grad],
@@ -48,6 +50,18 @@ def build_engine(
         lr_scheduler=lambda optimizer: build_scheduler(optimizer, optim, total_steps),
     )
     return engine
+
+
+def _compile_blocks(net) -> None:
+    """torch.compile every transformer block in place (the first ModuleList: the decoder layers, adapters inside);
+    the blocks share their code, so one compiled graph serves them all. Shapes vary with the packed rows' sequence
+    boundaries: compiled dynamic from the start rather than recompiled."""
+    import torch
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    blocks = next(m for m in net.modules() if isinstance(m, torch.nn.ModuleList))
+    for block in blocks:
+        block.compile(dynamic=True)
 
 
 @contextmanager
