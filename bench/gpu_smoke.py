@@ -1,6 +1,6 @@
 """One-GPU smoke benchmark: does the GPU path run, and how fast is each attention path? No Ray needed.
 
-    python bench/gpu_smoke.py --out gpu_smoke.json      # on one H100/H200, about 5 minutes
+    python bench/gpu_smoke.py --out gpu_smoke.json      # on one H100/H200, about 4 minutes
     python bench/gpu_smoke.py --out smoke.json --cpu    # the same stages, tiny, on CPU (what CI checks)
 
 Stages, the JSON result rewritten after each so that a timeout still reports:
