@@ -56,6 +56,12 @@ def run(cfg: DictConfig) -> Path:
         check_model_path(job.model)
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     plan = make_plan(job, facts, warnings)
+    if job.launcher.launches:
+        from belle.monitor.wandb_run import check_wandb_key
+        from launcher.backends.ray_cluster import check_local_gpus
+
+        check_wandb_key(job.monitor.wandb_mode)
+        check_local_gpus(job.cluster)
     config = job_dict(job)
     check_run_dir(directory, config)
     if job.cluster.kind == "slurm":

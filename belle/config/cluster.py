@@ -138,6 +138,11 @@ class ClusterConfig:
             self.kind != "ray" or bool(self.address),
             "cluster=ray needs the cluster's address: set cluster.address=<head-ip>:6379 (or auto)",
         )
+        require(
+            self.kind != "local" or self.nodes == 1,
+            f"cluster=local runs on this one machine, not cluster.nodes={self.nodes}: set cluster.nodes=1, or "
+            "cluster=ray / cluster=slurm for several machines",
+        )
 
     def _check_slurm(self) -> None:
         for key in ("partition", "account", "qos"):

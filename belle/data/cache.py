@@ -15,9 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from belle.config import DataConfig
 from belle.data.packing import PackedRow
 from belle.data.records import DataError, resolve_paths
 from belle.data.template import IGNORE_INDEX
+from belle.rundir import staged_dir
 
 TEMPLATE_VERSION = 2
 """Raise when the template, the packer or this layout changes what a cache holds: every old cache is then unused."""
@@ -92,16 +91,12 @@ def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_complete(folder):
             return False
-        for stale in folder.parent.glob(f".{folder.name}.staging-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)  # a folder without meta.json is never a cache
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
-        try:
+        for stale in folder.parent.glob(f".{folder.name}.*"):  # what a killed build left (the lock is a file)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        with staged_dir(folder) as staging:  # a folder without meta.json is never a cache: replaced whole
             meta = build(staging)
             (staging / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-            os.replace(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 

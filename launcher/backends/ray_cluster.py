@@ -8,12 +8,26 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from belle.config import JobConfig
+from belle.config import ClusterConfig, JobConfig
 
 LOCAL_RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # read at `import ray`: bind the embedded Ray to 127.0.0.1
     "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; token auth would write ~/.ray/auth_token
 }
+
+
+def check_local_gpus(cluster: ClusterConfig) -> None:
+    """cluster=local trains on this machine: the GPUs it asks for must be here (else NCCL fails in the workers)."""
+    if cluster.kind != "local" or not cluster.use_gpu:
+        return
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < cluster.gpus_per_node:
+        raise ValueError(
+            f"cluster.gpus_per_node={cluster.gpus_per_node} but this machine has {found} CUDA GPU(s), and "
+            f"cluster=local trains here: set cluster.gpus_per_node={found} (0: CPU workers), or cluster=ray / slurm"
+        )
 
 
 def connect(**init_args) -> None:

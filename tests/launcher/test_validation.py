@@ -229,3 +229,27 @@ def test_infinite_numbers_are_refused_in_one_line(cfg, tmp_path, override):
     message = _error(cfg, override, "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
     assert message.startswith(f"{override.split('=')[0]}=") and "must be a finite number: set" in message
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_gpus_this_machine_lacks_are_refused_before_ray_starts(cfg, tmp_path):
+    """cluster=local trains here: asking for a GPU on this CPU-only machine fails in one line, not in NCCL."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    message = _error(cfg, "cluster.gpus_per_node=1", "optim.warmup_steps=0", "strategy.global_batch=4",
+                     f"launcher.run_dir={tmp_path / 'run'}")
+    assert "cluster.gpus_per_node=1 but this machine has 0 CUDA GPU(s)" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_local_cluster_is_one_machine(cfg, tmp_path):
+    message = _error(cfg, "cluster.nodes=2", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+    assert "cluster=local runs on this one machine, not cluster.nodes=2: set cluster.nodes=1" in message
+
+
+def test_malformed_wandb_key_is_refused_before_launch(cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "short-key")
+    message = _error(cfg, f"launcher.run_dir={tmp_path / 'run'}")
+    assert "WANDB_API_KEY has 9 characters, not a W&B API key" in message and not (tmp_path / "run").exists()
