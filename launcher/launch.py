@@ -10,6 +10,7 @@ checkpoint (the script requeues the job); 1: failed (summary.json says why).
 """
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from belle import stop
 from belle.config import JobConfig
-from belle.rundir import read_summary, write_summary
+from belle.rundir import DATA_CACHE, read_summary, write_atomic, write_summary
 
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
@@ -94,7 +95,8 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     run = {"spmd": spmd.run}[recipe(job.method.name).KIND]
     started = time.time()
     try:
-        prepare_data(job)
+        prepared = prepare_data(job)
+        write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
     except DataError as exc:  # a bad record: nothing is started, the summary says where
         write_summary(run_dir, summarise(run_dir, started, str(exc)))
         raise RuntimeError(str(exc)) from None

@@ -23,7 +23,7 @@ from belle.config import DataConfig
 from belle.data.packing import PackedRow
 from belle.data.records import DataError, resolve_paths
 from belle.data.template import IGNORE_INDEX
-from belle.rundir import staged_dir
+from belle.rundir import DATA_CACHE, staged_dir
 
 TEMPLATE_VERSION = 2
 """Raise when the template, the packer or this layout changes what a cache holds: every old cache is then unused."""
@@ -105,9 +105,14 @@ def read_meta(folder: Path) -> dict:
     return json.loads((folder / META).read_text())
 
 
-def open_cache(data: DataConfig, tokenizer) -> tuple[Rows, Rows]:
-    """(eval rows, training rows) memory-mapped from the prepared cache of this job's data."""
-    folder = cache_path(data, tokenizer)
+def open_cache(data: DataConfig, tokenizer, run_dir: Path | None = None) -> tuple[Rows, Rows]:
+    """(eval rows, training rows) memory-mapped from the prepared cache of this job's data: the folder the launcher
+    recorded in ``run_dir`` (so this node need not see the data files), else the one their key names."""
+    pointer = Path(run_dir) / DATA_CACHE if run_dir is not None else None
+    if pointer is not None and pointer.is_file():
+        folder = Path(json.loads(pointer.read_text())["folder"])
+    else:
+        folder = cache_path(data, tokenizer)
     if not is_complete(folder):
         raise DataError(
             f"no prepared data at {folder} on this node: set data.cache_dir=… to a folder every node sees "

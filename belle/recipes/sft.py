@@ -65,7 +65,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # data: held-out eval rows, training rows reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    eval_rows, train_rows = open_cache(job.data, tokenizer)
+    eval_rows, train_rows = open_cache(job.data, tokenizer, run_dir)
     strategy = job.strategy
     accumulation = grad_accumulation(strategy, world)
     rows_per_rank = len(train_rows) // world

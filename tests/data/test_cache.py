@@ -113,6 +113,26 @@ def test_a_missing_cache_names_data_cache_dir(tmp_path, tokenizer, sft_spec):
         open_cache(data_config(tmp_path, sft_spec), tokenizer)
 
 
+def test_workers_read_the_cache_the_launcher_recorded_without_seeing_the_data(tmp_path, tokenizer):
+    import shutil
+
+    from belle.rundir import DATA_CACHE
+
+    spec = tmp_path / "data.jsonl"  # a copy: this test removes it
+    shutil.copy(SAMPLES_DIR / "instruction.jsonl", spec)
+    data = data_config(tmp_path, str(spec))
+    prepared = prepare(data, tokenizer, processes=1)
+    expected = [list(rows) for rows in open_cache(data, tokenizer)]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / DATA_CACHE).write_text(json.dumps({"folder": str(prepared.folder)}))
+    spec.unlink()  # this node cannot see the data file
+    assert [list(rows) for rows in open_cache(data, tokenizer, run_dir)] == expected
+    shutil.rmtree(prepared.folder)  # nor the cache: the error names the key that fixes it
+    with pytest.raises(DataError, match=r"on this node: set data\.cache_dir=…"):
+        open_cache(data, tokenizer, run_dir)
+
+
 def _large_file(path, n: int, last: str | None = None) -> str:
     from belle.data.generate import generate_instruction_records
 
