@@ -11,8 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-from belle.rundir import PROGRESS as FOLDER
-from belle.rundir import write_atomic
+from belle.rundir import PROGRESS, write_atomic
 
 
 class Heartbeat:
@@ -20,7 +19,7 @@ class Heartbeat:
 
     def __init__(self, run_dir: Path, rank: int, start: int):
         """Written at once with ``start``, the step this attempt resumes from (0 for a new run)."""
-        self.path = Path(run_dir) / FOLDER / f"rank-{rank}.json"
+        self.path = Path(run_dir) / PROGRESS / f"rank-{rank}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fields = {"rank": rank, "pid": os.getpid(), "node": socket.gethostname(), "start": start}
         self(start)
@@ -33,7 +32,7 @@ class Heartbeat:
 def read_heartbeats(run_dir: Path) -> dict[int, dict]:
     """The heartbeat of every rank that has written one, by rank."""
     beats = {}
-    for path in (Path(run_dir) / FOLDER).glob("rank-*.json"):
+    for path in (Path(run_dir) / PROGRESS).glob("rank-*.json"):
         try:
             beat = json.loads(path.read_text())
         except (OSError, ValueError):  # replaced or removed while read: the next poll sees it

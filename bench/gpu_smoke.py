@@ -238,11 +238,12 @@ def _rows(seq: int, vocab: int, count: int) -> list:
     from belle.data.template import Sample
 
     rng = np.random.default_rng(0)
-    samples = []
-    while sum(len(s.input_ids) for s in samples) < count * seq * 1.05:
+    samples, tokens = [], 0
+    while tokens < count * seq * 1.05:
         n = int(np.clip(rng.lognormal(np.log(350 * seq / 2048), 0.8), 8, seq))
         ids = rng.integers(4, vocab, n).tolist()
         samples.append(Sample(ids, ids))
+        tokens += n
     return list(pack(samples, seq, pad_token_id=0))[:count]
 
 

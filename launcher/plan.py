@@ -18,7 +18,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     """Everything plan.json holds. Raises ValueError for settings that cannot work (batch, LoRA targets, attention)."""
     from belle.model.anatomy import anatomy, lora_params
     from belle.model.attention import describe_attention
-    from belle.strategy import deepspeed_config, grad_accumulation, warmup_steps
+    from belle.strategy import deepspeed_config, grad_accumulation, optimizer_steps, warmup_steps
 
     m, d, s, c = job.model, job.data, job.strategy, job.cluster
     accumulation = grad_accumulation(s, c.world_size)
@@ -40,12 +40,11 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         rows_per_epoch = math.ceil(tokens_per_epoch / (d.max_length * PACKING_FILL))
     else:
         rows_per_epoch = facts.num_samples
-    # the recipe's rounding: each rank's equal share of rows, whole optimizer steps, both rounded down
-    rows_per_rank, rows_per_step = (rows_per_epoch or 0) // c.world_size, s.micro_batch * accumulation
-    steps_per_epoch = rows_per_rank // rows_per_step if rows_per_epoch else None
-    total_steps = int(job.train.epochs * rows_per_rank) // rows_per_step if rows_per_epoch else None
-    if job.train.max_steps:
-        total_steps = min(total_steps or job.train.max_steps, job.train.max_steps)
+    if rows_per_epoch:  # the recipe's own count
+        steps_per_epoch = optimizer_steps(rows_per_epoch, s, c.world_size, 1)
+        total_steps = optimizer_steps(rows_per_epoch, s, c.world_size, job.train.epochs, job.train.max_steps)
+    else:
+        steps_per_epoch, total_steps = None, job.train.max_steps
     if facts.samples_per_row:
         samples_per_row, tokens_per_row = facts.samples_per_row, facts.tokens_per_row
     elif mean_tokens and packed and d.format == "sft":

@@ -21,11 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from belle import rundir
-from belle.heartbeat import FOLDER, read_heartbeats
-
-HANG_FOLDER = rundir.HANG
-"""Folder of the run dir that receives the stack of every rank when a hang is detected."""
+from belle.heartbeat import read_heartbeats
+from belle.rundir import HANG, PROGRESS
 
 COLLECTIVES = ("all_reduce", "allreduce", "barrier", "broadcast", "all_gather", "reduce_scatter", "wait")
 """Words in a stack that show a rank waiting for the others (not the one they wait for)."""
@@ -43,7 +40,7 @@ class HangWatchdog:
         self._thread = threading.Thread(target=self._watch, name="hang-watchdog", daemon=True)
 
     def __enter__(self) -> HangWatchdog:
-        shutil.rmtree(self.run_dir / FOLDER, ignore_errors=True)  # a previous attempt's ranks are gone
+        shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # a previous attempt's ranks are gone
         self._thread.start()
         return self
 
@@ -69,7 +66,7 @@ class HangWatchdog:
 
     def _act(self, beats: dict[int, dict], allowance: float, started: bool) -> str:
         """Stacks to hang/, the stalled ranks named, every rank killed; the one-line reason."""
-        folder = self.run_dir / HANG_FOLDER
+        folder = self.run_dir / HANG
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suspects = []
@@ -87,7 +84,7 @@ class HangWatchdog:
             suspects = [(rank, beat, "waiting") for rank, beat in sorted(beats.items()) if beat["step"] == low]
         for beat in beats.values():
             self.on_node(beat["node"], _kill, (beat["pid"],))
-        shutil.rmtree(self.run_dir / FOLDER, ignore_errors=True)  # the next attempt's ranks write their own
+        shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # the next attempt's ranks write their own
         named = "; ".join(f"rank {rank} on {beat['node']} (pid {beat['pid']}, {state}) after step {beat['step']}"
                           for rank, beat, state in suspects)
         key, what = ("train.hang_timeout_s", "step") if started else ("train.hang_first_step_s", "first step")

@@ -63,11 +63,9 @@ def resolve_attention(
     check_attention(requested, arch, precision, on_gpu)
     flash_ok = on_gpu and precision != "fp32" and capability >= FLASH_MIN_CAPABILITY
     if requested == "auto":
-        if arch == "bloom":
-            return "eager"
-        if not flash_ok:
-            return "sdpa"
-        return "flash_attention_2" if flash_attn_installed() else VARLEN if torch_varlen_available() else "sdpa"
+        return _auto(arch, flash_ok) or (
+            "flash_attention_2" if flash_attn_installed() else VARLEN if torch_varlen_available() else "sdpa"
+        )
     if requested in FLASH_PATHS and not flash_ok:
         raise ValueError(
             f"model.attn_implementation={requested} needs an Ampere or newer GPU (sm80+), this one is "
@@ -92,11 +90,17 @@ def describe_attention(requested: str, arch: str, precision: str, gpu_workers: b
     check_attention(requested, arch, precision, gpu_workers)
     if requested != "auto":
         return requested
+    return _auto(arch, gpu_workers and precision != "fp32" and gpu_sm80) or (
+        f"auto (on the workers: flash_attention_2 if flash-attn is installed, else {VARLEN}, else sdpa)"
+    )
+
+
+def _auto(arch: str, flash_ok: bool) -> str | None:
+    """What ``auto`` picks when the job alone decides it; None: FlashAttention can run, and the worker's packages
+    choose which."""
     if arch == "bloom":
         return "eager"
-    if not gpu_workers or precision == "fp32" or not gpu_sm80:
-        return "sdpa"
-    return f"auto (on the workers: flash_attention_2 if flash-attn is installed, else {VARLEN}, else sdpa)"
+    return None if flash_ok else "sdpa"
 
 
 def register_torch_varlen(kernel=None) -> None:

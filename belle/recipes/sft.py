@@ -26,7 +26,7 @@ from belle.monitor.flops import model_flops_per_token
 from belle.monitor.metrics import MetricsLog, StepMeter
 from belle.monitor.progress import Progress
 from belle.monitor.wandb_run import start_wandb
-from belle.strategy import grad_accumulation
+from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs, evaluate
 
@@ -70,9 +70,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     accumulation = grad_accumulation(strategy, world)
     rows_per_rank = len(train_rows) // world
     rows_per_step = strategy.micro_batch * accumulation
-    total_steps = int(job.train.epochs * rows_per_rank) // rows_per_step
-    if job.train.max_steps is not None:
-        total_steps = min(job.train.max_steps, total_steps)
+    total_steps = optimizer_steps(len(train_rows), strategy, world, job.train.epochs, job.train.max_steps)
 
     # model and engine: attention resolved here, on the worker's own GPU and packages
     capability = torch.cuda.get_device_capability() if on_gpu else None

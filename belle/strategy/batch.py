@@ -1,4 +1,5 @@
-"""Gradient accumulation derived from the global batch, the micro batch and the world size."""
+"""Gradient accumulation derived from the global batch, the micro batch and the world size; optimizer steps from
+the rows."""
 
 from belle.config.strategy import StrategyConfig
 
@@ -18,3 +19,13 @@ def grad_accumulation(strategy: StrategyConfig, world_size: int) -> int:
         f"strategy.micro_batch={strategy.micro_batch} × world size {world_size} = {per_step} does not divide "
         f"strategy.global_batch={strategy.global_batch}: set {' or '.join(fixes)}"
     )
+
+
+def optimizer_steps(
+    rows: int, strategy: StrategyConfig, world_size: int, epochs: float, max_steps: int | None = None
+) -> int:
+    """Optimizer steps of ``epochs`` passes over ``rows`` training rows, as the recipe takes them: each rank's equal
+    share of the rows (the remainder dropped), whole steps (rounded down), at most ``max_steps``."""
+    per_step = strategy.micro_batch * grad_accumulation(strategy, world_size)
+    steps = int(epochs * (rows // world_size)) // per_step
+    return steps if max_steps is None else min(max_steps, steps)

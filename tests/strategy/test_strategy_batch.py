@@ -5,7 +5,7 @@ import re
 import pytest
 
 from belle.config.strategy import StrategyConfig
-from belle.strategy import grad_accumulation
+from belle.strategy import grad_accumulation, optimizer_steps
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,12 @@ def test_every_suggestion_works():
                         fixed = StrategyConfig(global_batch=global_batch, micro_batch=micro_batch)
                         setattr(fixed, key, int(value))
                         assert grad_accumulation(fixed, world_size) >= 1
+
+
+def test_optimizer_steps_round_down_as_the_ranks_take_rows():
+    """601 rows on 2 ranks: 300 each (one dropped); each rank takes micro 2 x accumulation 2 = 4 rows a step."""
+    strategy = StrategyConfig(micro_batch=2, global_batch=8)
+    assert optimizer_steps(601, strategy, 2, epochs=1) == 300 // 4 == 75
+    assert optimizer_steps(601, strategy, 2, epochs=1.5) == 450 // 4 == 112
+    assert optimizer_steps(601, strategy, 2, epochs=3, max_steps=100) == 100
+    assert optimizer_steps(7, strategy, 2, epochs=1) == 0
