@@ -57,16 +57,30 @@ SLURM_LOG = "slurm/job-%j.log"
 """Slurm's --output pattern (%j: the job id)."""
 SLURM_HEAD_INFO = "slurm/ray-head-{job_id}.json"
 """Where the Ray head of a Slurm job writes its address for the other nodes and the driver."""
+SLURM_NODE_EXIT = "slurm/ray-node-{job_id}-{node}.json"
+"""Where a node of a Slurm job records that its Ray ended before the job's teardown (exit code, last output line)."""
 RUN_FILES = (SUMMARY, METRICS, CHECKPOINTS)
 """What a run that has started leaves behind (a directory holding none of them holds no run yet)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+"""The process's umask, read once at import (reading it means setting it, which is not thread-safe)."""
 
 
 @contextmanager
 def _temp_beside(path: Path) -> Iterator[Path]:
     """An empty temp file in ``path``'s folder (same file system, so it can be renamed or linked onto ``path``),
-    removed when the block ends."""
+    removed when the block ends. It has the mode a plain ``open`` would give (mkstemp's 0600 would hide run files
+    from teammates on shared run storage)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -108,7 +122,7 @@ def staged_dir(target: Path, keep_existing: bool = False) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)
+    staging.chmod(0o777 & ~_UMASK)
     previous = target.with_name(f"{staging.name}.previous")
     try:
         yield staging

@@ -58,10 +58,12 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     if job.launcher.launches:
         from belle.monitor.wandb_run import check_wandb_key
-        from launcher.backends.ray_cluster import check_local_gpus
+        from launcher.backends.ray_cluster import check_local_machine, check_reachable
 
         check_wandb_key(job.monitor.wandb_mode)
-        check_local_gpus(job.cluster)
+        check_local_machine(job.cluster)
+        if job.cluster.kind == "ray":
+            check_reachable(job.cluster.address)
     config = job_dict(job)
     check_run_dir(directory, config)
     if job.cluster.kind == "slurm":
@@ -151,6 +153,7 @@ def main() -> None:
     """Entry point of ``python -m launcher``."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us instead of Hydra's multi-line report
     try:
+        _check_flags(sys.argv[1:])
         if {"-m", "--multirun"} & set(sys.argv[1:]):
             _check_sweep()
         _hydra_app()
@@ -158,6 +161,18 @@ def main() -> None:
         _fail(exc)
     if _sweep.failed:
         _fail(RuntimeError(f"sweep points {', '.join(_sweep.failed)} failed (see sweep.json)"), code=1)
+
+
+def _check_flags(args: list[str]) -> None:
+    """Refuse an option Hydra does not know in one line (Hydra's argparse would print its usage block)."""
+    from hydra._internal.utils import get_args_parser
+
+    _, unknown = get_args_parser().parse_known_args(args)
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]}: settings are key=value overrides; `python -m launcher --help` lists the "
+            "options and config groups"
+        )
 
 
 def _check_sweep() -> None:

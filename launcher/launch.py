@@ -25,6 +25,11 @@ EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
 
 
+RUNNING = ("no outcome recorded yet: if no launcher runs this run any more, it ended abruptly (killed, or its Ray "
+           "died; see its console); rerun the same command to resume")
+"""The error summary.json holds while an attempt runs."""
+
+
 class Preempted(RuntimeError):
     """The run saved a checkpoint and stopped on request; running it again resumes it."""
 
@@ -79,6 +84,21 @@ def prepare_data(job: JobConfig):
     return prepared
 
 
+def check_steps(job: JobConfig, splits: dict) -> None:
+    """Refuse prepared data that gives the run no optimizer step (the workers would find out only after Ray)."""
+    from belle.data.records import DataError
+    from belle.strategy import optimizer_steps
+
+    rows, held_out = splits["train"]["rows"], splits["eval"]["rows"]
+    s = job.strategy
+    if optimizer_steps(rows, s, job.cluster.world_size, job.train.epochs, job.train.max_steps) == 0:
+        raise DataError(
+            f"the prepared data has {rows} training rows ({held_out} more held out by data.eval_samples="
+            f"{job.data.eval_samples}), too few for one global batch of strategy.global_batch={s.global_batch}: "
+            "set data.eval_samples or strategy.global_batch lower, or train.epochs higher"
+        )
+
+
 def launch(job: JobConfig, run_dir: Path) -> dict:
     """Prepare the data (unless cached), train ``job`` (resuming the run in ``run_dir`` if there is one) and write
     its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
@@ -94,12 +114,15 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
         return previous
     run = {"spmd": spmd.run}[recipe(job.method.name).KIND]
     started = time.time()
+    # replaced when this attempt ends; left as it is if the launcher dies first (SIGKILL, Ray's GCS gone)
+    write_summary(run_dir, summarise(run_dir, started, None) | {"status": "running", "error": RUNNING})
     try:
         prepared = prepare_data(job)
+        check_steps(job, prepared.meta["splits"])
         write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
-    except DataError as exc:  # a bad record: nothing is started, the summary says where
+    except DataError as exc:  # bad data: nothing is started, the summary says why
         write_summary(run_dir, summarise(run_dir, started, str(exc)))
-        raise RuntimeError(str(exc)) from None
+        raise
     with ray_for(job):
         error = run(job, run_dir)
     summary = summarise(run_dir, started, error)
@@ -123,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", nargs="+", required=True, help="the job's Slurm nodes, head first")
     args = parser.parse_args(argv)
 
-    from launcher.backends.slurm.ray_join import join
+    from launcher.backends.slurm.ray_join import StopRequested, join
     from launcher.compose import load_job
 
     job = load_job(args.run_dir)
@@ -132,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     with graceful_stop(args.run_dir):
         try:
             try:
-                join(args.slurm_info, args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout)
-            except (RuntimeError, ConnectionError) as exc:  # bring-up failed: nothing trained, the summary says why
+                join(args.slurm_info, args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout,
+                     stopping=lambda: stop.requested(args.run_dir))
+            except StopRequested:  # preempted or cancelled while Ray came up: nothing new trained
+                write_summary(args.run_dir, summarise(args.run_dir, started, None) | {"status": "preempted"})
+                print("stopped on request while Ray was coming up", flush=True)
+                return EXIT_PREEMPTED
+            except (RuntimeError, ConnectionError, ValueError) as exc:  # bring-up failed: the summary says why
                 write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))
-                raise
+                raise RuntimeError(str(exc)) from None
             print(f"Ray is up: {len(args.nodes)} nodes ({' '.join(args.nodes)}), {c.world_size} workers", flush=True)
             launch(job, args.run_dir)
         except Preempted as exc:
             print(exc, flush=True)
             return EXIT_PREEMPTED
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:  # ValueError: bad data, found when the job prepared it
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:

@@ -1,6 +1,7 @@
 """The run directory's one way of writing: whole files and folders, never a part, nothing left behind."""
 
 import os
+import stat
 import threading
 
 import pytest
@@ -51,3 +52,13 @@ def test_summary_round_trip(tmp_path):
     assert rundir.read_summary(tmp_path) is None
     rundir.write_summary(tmp_path, {"status": "completed", "steps": 3})
     assert rundir.read_summary(tmp_path) == {"status": "completed", "steps": 3}
+
+
+def test_run_files_follow_the_umask_not_mkstemps_0600(tmp_path, monkeypatch):
+    """Run files on shared storage are readable by teammates, as any file ``open`` creates would be."""
+    monkeypatch.setattr(rundir, "_UMASK", 0o022)
+    rundir.write_atomic(tmp_path / rundir.SUMMARY, "{}")
+    with rundir.staged_dir(tmp_path / "folder") as staging:
+        (staging / "x").write_text("x")
+    assert stat.S_IMODE((tmp_path / rundir.SUMMARY).stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

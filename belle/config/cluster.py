@@ -119,7 +119,11 @@ class ClusterConfig:
         one_of("cluster.kind", self.kind, KINDS)
         one_of("cluster.gpu_type", self.gpu_type, GPU_TYPES)
         positive("cluster.nodes", self.nodes, 1)
-        require(self.gpus_per_node >= 0, f"cluster.gpus_per_node={self.gpus_per_node} must be >= 0")
+        require(
+            self.gpus_per_node >= 0,
+            f"cluster.gpus_per_node={self.gpus_per_node} must be >= 0: set cluster.gpus_per_node=<GPUs per machine>, "
+            "or 0 for CPU workers",
+        )
         positive("cluster.cpu_workers_per_node", self.cpu_workers_per_node, 2)
         require(
             self.cpus_per_worker is None or self.cpus_per_worker > 0,

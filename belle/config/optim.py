@@ -34,9 +34,15 @@ class OptimConfig:
         require(
             self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0: set optim.weight_decay=0"
         )
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
-        require(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
-        require(0 <= self.warmup_ratio < 1, f"optim.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        for name, value, default in (("beta1", self.beta1, 0.9), ("beta2", self.beta2, 0.999)):
+            require(0 <= value < 1, f"optim.{name}={value} must be in [0, 1): set optim.{name}={default}")
+        require(
+            self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0: set optim.warmup_steps=0"
+        )
+        require(
+            0 <= self.warmup_ratio < 1,
+            f"optim.warmup_ratio={self.warmup_ratio} must be in [0, 1): set optim.warmup_ratio=0.03",
+        )
         require(
             not (self.warmup_steps and self.warmup_ratio),
             f"optim.warmup_steps={self.warmup_steps} and optim.warmup_ratio={self.warmup_ratio} are both set: "

@@ -16,9 +16,18 @@ LOCAL_RAY_ENV = {
 }
 
 
-def check_local_gpus(cluster: ClusterConfig) -> None:
-    """cluster=local trains on this machine: the GPUs it asks for must be here (else NCCL fails in the workers)."""
-    if cluster.kind != "local" or not cluster.use_gpu:
+def check_local_machine(cluster: ClusterConfig) -> None:
+    """cluster=local trains on this machine: the GPUs it asks for must be here (else NCCL fails in the workers), and
+    CPU workers get a core each (more would thrash, each holding a model copy)."""
+    if cluster.kind != "local":
+        return
+    if not cluster.use_gpu:
+        cores = os.cpu_count() or 1
+        if cluster.world_size > cores:
+            raise ValueError(
+                f"cluster.cpu_workers_per_node={cluster.cpu_workers_per_node} starts that many training processes on "
+                f"this machine's {cores} cores: set cluster.cpu_workers_per_node={cores} (or fewer)"
+            )
         return
     import torch
 
@@ -28,6 +37,30 @@ def check_local_gpus(cluster: ClusterConfig) -> None:
             f"cluster.gpus_per_node={cluster.gpus_per_node} but this machine has {found} CUDA GPU(s), and "
             f"cluster=local trains here: set cluster.gpus_per_node={found} (0: CPU workers), or cluster=ray / slurm"
         )
+
+
+def check_reachable(address: str, what: str = "cluster.address", timeout_s: float = 10) -> None:
+    """Fail in one line when nothing answers at the Ray ``address`` (``ray.init`` would retry with no end)."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    given = address.removeprefix("ray://")
+    try:  # "auto": the address Ray recorded for this host's cluster
+        resolved = canonicalize_bootstrap_address(given) if given == "auto" else given
+        host, port = resolved.rsplit(":", 1)
+        port = int(port)
+    except ConnectionError as exc:  # "auto" with no Ray on this host
+        raise ValueError(f"{what}={address}: {str(exc).splitlines()[0]}: set cluster.address=<head-ip>:6379") from None
+    except ValueError:
+        raise ValueError(f"{what}={address} is not <host>:<port>: set cluster.address=<head-ip>:6379") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ValueError(
+            f"{what}={address}: nothing answers at {host}:{port} ({exc.strerror or exc}): start Ray there "
+            "(ray start --head) or set cluster.address to the head's address"
+        ) from None
 
 
 def connect(**init_args) -> None:
@@ -42,6 +75,28 @@ def connect(**init_args) -> None:
             signal.signal(s, handler)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_TEMP_PREFIX = "belle-ray-pid"
+"""Embedded Rays keep their files in /tmp/belle-ray-pid<launcher pid>-*; a launcher killed before it could remove
+its folder leaves it to the next one."""
+
+
+def _remove_orphaned_temp_dirs() -> None:
+    import psutil
+
+    for folder in Path("/tmp").glob(f"{_TEMP_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_TEMP_PREFIX).split("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and folder.stat().st_uid == os.getuid():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def ray_for(job: JobConfig):
     """Connect to the job's Ray: start an embedded one on 127.0.0.1 (shut down afterwards), join cluster.address,
@@ -54,16 +109,32 @@ def ray_for(job: JobConfig):
     if ray.is_initialized():
         yield
         return
-    temp = None
+    temp, address = None, os.environ.get("RAY_ADDRESS")
     if c.kind == "ray":
+        check_reachable(c.address)
         connect(address=c.address)
     else:
+        if not c.ray_temp_dir:
+            _remove_orphaned_temp_dirs()
         # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp, not $TMPDIR
-        temp = Path(c.ray_temp_dir) if c.ray_temp_dir else Path(tempfile.mkdtemp(prefix="belle-ray-", dir="/tmp"))
-        connect(num_cpus=c.world_size * c.worker_cpus, num_gpus=c.gpus_per_node, _temp_dir=str(temp))
+        temp = Path(c.ray_temp_dir or tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir="/tmp"))
+        # Ray Train's helper actors look their cluster up with no address: beside another Ray on this host they
+        # would find two and die with a traceback. Every process of the embedded Ray inherits this environment, so
+        # the GCS port is chosen here and named in RAY_ADDRESS ("local": the driver itself ignores RAY_ADDRESS).
+        port = _free_port()
+        os.environ |= {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        try:
+            connect(address="local", num_cpus=c.world_size * c.worker_cpus, num_gpus=c.gpus_per_node,
+                    _temp_dir=str(temp))
+        finally:
+            os.environ.pop("RAY_GCS_SERVER_PORT")
     try:
         yield
     finally:
         ray.shutdown()
+        if address is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = address
         if temp is not None and not c.ray_temp_dir:
             shutil.rmtree(temp, ignore_errors=True)

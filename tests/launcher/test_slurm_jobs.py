@@ -103,7 +103,12 @@ def _files_text(folder: Path) -> str:
                      < 5_000_000)
 
 
-def test_two_node_job_brings_up_ray_trains_and_tears_down(submit, tmp_path):
+def test_two_node_job_brings_up_ray_trains_and_tears_down(submit, tmp_path, monkeypatch):
+    """Submitted as a plain user might: no `ray` on PATH, and Ray settings for a local Ray exported in the shell
+    (the job sets its own)."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # would keep node2 from joining
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # nothing listens there
     name = "two nodes \"$(touch pwned)\" `touch pwned2`"
     run_dir = tmp_path / "runs" / "a b '$(touch pwned3)'"
     out = submit("cluster.nodes=2", "train.max_steps=6", f"launcher.name={_quoted(name)}",
@@ -175,6 +180,20 @@ def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_pat
     assert f"within {timeout} s (1 of 2 nodes did)" in failure["error"]
     assert "cluster.ray_join_timeout_s" in failure["error"]
     assert _wait_for_end(job_id, timeout=120)["JobState"] == "FAILED"
+    _wait_until_no_ray_is_left()
+
+
+def test_a_node_whose_ray_ends_fails_the_job_at_once_naming_it(submit, tmp_path):
+    """A setting made in the job (cluster.setup) that keeps node2's Ray from joining: the driver stops waiting as
+    soon as that node's Ray has ended, long before cluster.ray_join_timeout_s."""
+    run_dir, timeout = tmp_path / "refused", 300
+    job_id = _job_id(submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2", f"cluster.ray_join_timeout_s={timeout}",
+                            "cluster.setup=['export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0']"))
+    state = _wait_for_end(job_id, timeout=timeout - 60)  # well inside the join timeout
+    failure = json.loads((run_dir / "summary.json").read_text())
+    assert state["JobState"] == "FAILED" and failure["status"] == "failed", failure
+    assert failure["error"].startswith("Ray on node2 ended with exit code"), failure
+    assert "see that node's lines in the job log" in failure["error"]
     _wait_until_no_ray_is_left()
 
 

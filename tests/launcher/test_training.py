@@ -227,6 +227,13 @@ def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
                          "train.max_steps=6", log=log), log)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
         assert _ray_processes(), "the user's cluster is still up"
+        # an embedded Ray beside the user's, which the shell names: Ray Train's helper threads must find ours, not
+        # "multiple active Ray instances", and the shell's RAY_ADDRESS is not the embedded cluster's
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        local_dir, local_log = tmp_path / "beside", tmp_path / "beside.log"
+        output = _finish(launcher(f"launcher.run_dir={local_dir}", "train.max_steps=2", "optim.warmup_steps=0",
+                                  log=local_log), local_log)
+        assert "Found multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
     finally:  # this test's head only (`ray stop` would stop every Ray on the machine)
         for line in _ray_processes():
             with contextlib.suppress(ProcessLookupError):

@@ -253,3 +253,52 @@ def test_malformed_wandb_key_is_refused_before_launch(cfg, tmp_path, monkeypatch
     monkeypatch.setenv("WANDB_API_KEY", "short-key")
     message = _error(cfg, f"launcher.run_dir={tmp_path / 'run'}")
     assert "WANDB_API_KEY has 9 characters, not a W&B API key" in message and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, fix", [
+    ("strategy.micro_batch=two", "set strategy.micro_batch=<an integer>"),
+    ("optim.lr=[1,2]", "set optim.lr=<a number>"),
+    ("strategy.micro_batch=${launcher.name}", "set strategy.micro_batch=<an integer>"),
+    ("launcher.name=${nope.key}", "point the ${…} at an existing key"),
+    ("data.path=${nosuch:x}", "use a known resolver"),
+    ("launcher.name=${launcher.name}x", "point the ${…} at an existing key"),
+    ("data.path=${oc.env:BELLE_TEST_UNSET_VAR}", "export BELLE_TEST_UNSET_VAR before launching, or give a default"),
+    ("optim.beta2=1.0", "optim.beta2=1.0 must be in [0, 1): set optim.beta2=0.999"),
+    ("cluster.gpus_per_node=-1", "set cluster.gpus_per_node=<GPUs per machine>, or 0 for CPU workers"),
+    ("model=llama_8b", "(e.g. model=llama_7b)"),  # the closest option, not the first
+])
+def test_wrong_values_name_their_fix(cfg, tmp_path, override, fix):
+    assert fix in _error(cfg, override, "launcher.dry_run=true", f"launcher.run_dir={tmp_path}")
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["--frobnicate"], "unknown option --frobnicate: settings are key=value overrides"),
+    (["strategy.micro_batch=["], "cannot parse an override (no viable alternative at input '['): write key=value, "
+                                 "and quote a value"),
+    (["launcher.run_dir=runs/x_$(touch PWNED)"], "quote a value holding"),
+])
+def test_command_line_mistakes_are_one_line(cli, args, fix):
+    out = cli(*args, "launcher.dry_run=true")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and fix in out.stderr, out.stderr
+
+
+def test_nothing_listening_at_the_ray_address_is_one_line_within_seconds(cfg, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listened
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        started = time.monotonic()
+        message = _error(cfg, "cluster=ray", f"cluster.address=127.0.0.1:{port}", f"launcher.run_dir={tmp_path / 'r'}",
+                         "train.max_steps=2", "optim.warmup_steps=0")
+    assert time.monotonic() - started < 60
+    assert f"cluster.address=127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}" in message
+    assert "start Ray there" in message and not (tmp_path / "r").exists()
+
+
+def test_more_cpu_workers_than_cores_is_refused_before_ray(cfg, tmp_path):
+    cores = os.cpu_count()
+    message = _error(cfg, f"cluster.cpu_workers_per_node={2 * cores}", f"strategy.global_batch={4 * cores}",
+                     "optim.warmup_steps=0", f"launcher.run_dir={tmp_path / 'r'}")
+    assert f"set cluster.cpu_workers_per_node={cores} (or fewer)" in message and not (tmp_path / "r").exists()

@@ -1,17 +1,25 @@
-"""The Ray of a Slurm job, as its driver sees it: the head's address (written by launcher.backends.slurm.node),
-then every node of the allocation joined with its CPUs/GPUs, or an error naming the nodes that did not."""
+"""The Ray of a Slurm job, as its driver sees it: the head's address (written by launcher.backends.slurm.node once
+its GCS answers), then every node of the allocation joined with its CPUs/GPUs. The wait ends at once, naming the
+node and its last line, when a node's Ray has ended (its exit file), and ends early when a stop is requested."""
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from launcher.backends.ray_cluster import connect
-from launcher.backends.slurm.node import RAY_ENV, node_resource, wait_for_head
+from launcher.backends.ray_cluster import check_reachable, connect
+from launcher.backends.slurm.node import RAY_ENV, ended, node_resource, wait_for_head
 
 
-def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since: float | None = None) -> None:
+class StopRequested(Exception):
+    """A stop (SIGTERM, SIGUSR1) was requested while the job's Ray was coming up."""
+
+
+def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since: float | None = None,
+                   failed: Callable[[], str | None] = lambda: None) -> None:
     """Poll Ray until each Slurm node in ``nodes`` has a live Ray node with ``cpus`` CPUs and ``gpus`` GPUs, at most
-    ``timeout`` seconds from ``since`` (a time.monotonic(); default now)."""
+    ``timeout`` seconds from ``since`` (a time.monotonic(); default now); ``failed()`` returning a message ends the
+    wait with it."""
     import ray
 
     deadline = (since or time.monotonic()) + timeout
@@ -24,6 +32,9 @@ def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since
         missing = [n for n in nodes if n not in joined] + short
         if not missing:
             return
+        reason = failed()
+        if reason:
+            raise RuntimeError(reason)
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"Ray on {', '.join(missing)} did not join with {cpus} CPUs and {gpus} GPUs within {timeout:g} s "
@@ -33,10 +44,19 @@ def wait_for_nodes(nodes: list[str], cpus: int, gpus: int, timeout: float, since
         time.sleep(1)
 
 
-def join(info: Path, nodes: list[str], cpus: int, gpus: int, timeout: float) -> None:
+def join(info: Path, nodes: list[str], cpus: int, gpus: int, timeout: float,
+         stopping: Callable[[], bool] = lambda: False) -> None:
     """Connect this process to the job's Ray once its head has written ``info``, then wait until every node of
-    ``nodes`` (head first) has joined, all within ``timeout`` seconds."""
+    ``nodes`` (head first) has joined, all within ``timeout`` seconds; raise StopRequested when ``stopping()``."""
     os.environ.update(RAY_ENV)
     since = time.monotonic()
-    connect(address=wait_for_head(info, timeout))
-    wait_for_nodes(nodes, cpus, gpus, timeout, since)
+
+    def failed() -> str | None:
+        if stopping():
+            raise StopRequested
+        return ended(info)
+
+    address = wait_for_head(info, timeout, failed)
+    check_reachable(address, "the Ray head of this job")
+    connect(address=address)
+    wait_for_nodes(nodes, cpus, gpus, timeout, since, failed)

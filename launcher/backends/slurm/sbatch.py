@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from belle.config import JobConfig
-from belle.rundir import SLURM_HEAD_INFO, SLURM_LOG, SLURM_SCRIPT, SUMMARY, write_atomic
+from belle.rundir import SLURM_HEAD_INFO, SLURM_LOG, SLURM_NODE_EXIT, SLURM_SCRIPT, SUMMARY, write_atomic
 
 
 def log_path(run_dir: Path, job_id: str) -> Path:
@@ -61,6 +61,7 @@ def render(job: JobConfig, run_dir: Path) -> str:
         log_pattern=run_dir / SLURM_LOG,
         summary=SUMMARY,
         head_info=SLURM_HEAD_INFO.format(job_id="$SLURM_JOB_ID"),
+        node_exit=SLURM_NODE_EXIT.format(job_id="$SLURM_JOB_ID", node="*"),
         python=c.python or sys.executable,
     )
 
