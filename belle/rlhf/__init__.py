@@ -1,0 +1,1 @@
+"""RLHF pieces that need no Ray: losses, experience, rule rewards."""

@@ -1,0 +1,70 @@
+"""Rule rewards on decoded response text, picked by name (``method.ppo.reward.rule``).
+
+Every rule is ``rule(response, reference) -> float``; ``reference`` is the prompt record's own answer, when it has
+one (instruction and conversation records), else None.
+"""
+
+import re
+from collections.abc import Callable
+from fractions import Fraction
+
+ANSWER_MARKER = "答案"
+# an optional minus (ASCII, U+2212 or full-width), an integer with or without thousands commas, then an optional
+# decimal part or a denominator: 68, -5, 1,200, 0.75, 3/4
+_NUMBER = re.compile(r"[-−－]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+|/\d+)?")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+
+
+def _value(number: str) -> Fraction | None:
+    """The exact value of a ``_NUMBER`` match (0.75 equals 3/4); None for a zero denominator."""
+    try:
+        return Fraction(number.replace(",", "").replace("−", "-").replace("－", "-"))
+    except ZeroDivisionError:
+        return None
+
+
+def _answer(text: str) -> Fraction | None:
+    """The last number after the last 答案 in ``text`` (``答案：68（米）`` → 68); None without one."""
+    _, marker, tail = text.rpartition(ANSWER_MARKER)
+    numbers = _NUMBER.findall(tail) if marker else []
+    return _value(numbers[-1]) if numbers else None
+
+
+def math_answer(response: str, reference: str | None = None) -> float:
+    """1.0 when the response's final answer (the last number after its last ``答案``, as BELLE school-math answers
+    end with ``答案：N``) equals the reference's, else 0.0. The reference is such an answer text or a bare number."""
+    if reference is None:
+        raise ValueError("math_answer needs each prompt's reference answer: use instruction or conversation records")
+    expected = _answer(reference)
+    if expected is None and _NUMBER.fullmatch(reference.strip()):
+        expected = _value(reference.strip())
+    if expected is None:
+        raise ValueError(f"the reference {reference[-80:]!r} has no final 答案：N: fix the record or use another rule")
+    return float(_answer(response) == expected)
+
+
+def chinese_ratio(response: str, reference: str | None = None) -> float:
+    """Share of CJK ideographs among the response's non-space characters, in [0, 1]; 0 for an empty response."""
+    characters = "".join(response.split())
+    return len(_CJK.findall(characters)) / len(characters) if characters else 0.0
+
+
+def length_target(response: str, reference: str | None = None, target: int = 64) -> float:
+    """1 − |len − target| / target for the response length in characters, clipped at 0."""
+    if target <= 0:
+        raise ValueError(f"length_target needs a positive target, got {target}")
+    return max(0.0, 1 - abs(len(response) - target) / target)
+
+
+RULES: dict[str, Callable[..., float]] = {
+    "math_answer": math_answer,
+    "chinese_ratio": chinese_ratio,
+    "length_target": length_target,
+}
+
+
+def rule(name: str) -> Callable[..., float]:
+    """The rule reward called ``name``."""
+    if name not in RULES:
+        raise ValueError(f"unknown reward rule {name!r}: choose one of {', '.join(RULES)}")
+    return RULES[name]
