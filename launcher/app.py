@@ -138,6 +138,11 @@ def _hydra_app(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except ValueError as exc:  # inside the job: reported here, before Hydra adds its own banner
+        point = current_point()
+        if point is not None:
+            from launcher.errors import explain
+
+            exc = ValueError(f"sweep point {point.number} ({' '.join(point.overrides)}): {explain(exc)}")
         _fail(exc)
     except Preempted as exc:
         _fail(exc, code=EXIT_PREEMPTED)

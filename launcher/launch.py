@@ -157,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 join(args.slurm_info, args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout,
                      stopping=lambda: stop.requested(args.run_dir))
-            except StopRequested:  # preempted or cancelled while Ray came up: nothing new trained
-                write_summary(args.run_dir, summarise(args.run_dir, started, None) | {"status": "preempted"})
-                print("stopped on request while Ray was coming up", flush=True)
-                return EXIT_PREEMPTED
-            except (RuntimeError, ConnectionError, ValueError) as exc:  # bring-up failed: the summary says why
-                write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))
+            except (StopRequested, RuntimeError, ConnectionError, ValueError) as exc:
+                if stop.requested(args.run_dir):  # preempted or cancelled while Ray came up (its nodes going too)
+                    write_summary(args.run_dir, summarise(args.run_dir, started, None) | {"status": "preempted"})
+                    print("stopped on request while Ray was coming up", flush=True)
+                    return EXIT_PREEMPTED
+                write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))  # bring-up failed
                 raise RuntimeError(str(exc)) from None
             print(f"Ray is up: {len(args.nodes)} nodes ({' '.join(args.nodes)}), {c.world_size} workers", flush=True)
             launch(job, args.run_dir)

@@ -45,10 +45,12 @@ def check_model_path(model: ModelConfig) -> None:
     """Fail early when ``model.path`` is not a model folder or describes another architecture than ``model``."""
     if model.path is None:
         return
-    config_file = Path(model.path).expanduser() / "config.json"
+    folder = Path(model.path).expanduser()
+    config_file = folder / "config.json"
     if not config_file.is_file():
+        what = "has no config.json" if folder.is_dir() else "is not a folder" if folder.exists() else "does not exist"
         raise ValueError(
-            f"model.path={model.path} has no config.json: point model.path at a Hugging Face model folder "
+            f"model.path={model.path} {what}: point model.path at a Hugging Face model folder "
             "(config.json + weights) or set model.path=null to build from the architecture numbers"
         )
     try:

@@ -39,26 +39,28 @@ def check_local_machine(cluster: ClusterConfig) -> None:
         )
 
 
-def check_reachable(address: str, what: str = "cluster.address", timeout_s: float = 10) -> None:
-    """Fail in one line when nothing answers at the Ray ``address`` (``ray.init`` would retry with no end)."""
+def check_reachable(address: str, what: str | None = None, timeout_s: float = 10) -> None:
+    """Fail in one line when nothing answers at the Ray ``address`` (``ray.init`` would retry with no end); ``what``
+    names the address in the message (default: cluster.address=…)."""
     import socket
 
     from ray._private.services import canonicalize_bootstrap_address
 
+    what = what or f"cluster.address={address}"
     given = address.removeprefix("ray://")
     try:  # "auto": the address Ray recorded for this host's cluster
         resolved = canonicalize_bootstrap_address(given) if given == "auto" else given
         host, port = resolved.rsplit(":", 1)
         port = int(port)
     except ConnectionError as exc:  # "auto" with no Ray on this host
-        raise ValueError(f"{what}={address}: {str(exc).splitlines()[0]}: set cluster.address=<head-ip>:6379") from None
+        raise ValueError(f"{what}: {str(exc).splitlines()[0]}: set cluster.address=<head-ip>:6379") from None
     except ValueError:
-        raise ValueError(f"{what}={address} is not <host>:<port>: set cluster.address=<head-ip>:6379") from None
+        raise ValueError(f"{what} is not <host>:<port>: set cluster.address=<head-ip>:6379") from None
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
         raise ValueError(
-            f"{what}={address}: nothing answers at {host}:{port} ({exc.strerror or exc}): start Ray there "
+            f"{what}: nothing answers at {host}:{port} ({exc.strerror or exc}): start Ray there "
             "(ray start --head) or set cluster.address to the head's address"
         ) from None
 

@@ -46,7 +46,8 @@ def test_errors_are_one_line_with_exit_code_2(cli, tmp_path):
 
 def test_a_sweep_checks_every_point_before_writing_any(cli, tmp_path):
     bad = cli("-m", "launcher.dry_run=true", "optim.lr=1e-3,-1", f"launcher.run_dir={tmp_path / 'bad'}")
-    assert bad.returncode == 2 and bad.stderr.endswith("error: optim.lr=-1.0 must be > 0: set optim.lr=2e-4\n")
+    assert bad.returncode == 2 and bad.stderr.splitlines()[-1].startswith("error: sweep point 1 (")  # which point
+    assert bad.stderr.endswith("optim.lr=-1.0 must be > 0: set optim.lr=2e-4\n")
     assert not (tmp_path / "bad").exists(), "the first point was written before the second was checked"
 
     good = cli("-m", "launcher.dry_run=true", "optim.lr=choice(1e-3,2e-3)", "train.max_steps=range(10,30,10)",
@@ -57,3 +58,13 @@ def test_a_sweep_checks_every_point_before_writing_any(cli, tmp_path):
         (1e-3, 10), (1e-3, 20), (2e-3, 10), (2e-3, 20)]
     assert [p["launcher"]["name"] for p in points] == ["good-0", "good-1", "good-2", "good-3"]
     assert not list((tmp_path / "elsewhere").iterdir()), "Hydra wrote into the working directory"
+
+
+def test_a_damaged_job_record_is_skipped_naming_its_line(tmp_path, monkeypatch, capsys):
+    from launcher.backends.slurm.jobs import records, records_file
+
+    monkeypatch.setenv("BELLE_HOME", str(tmp_path))
+    good = '{"job_id": "7", "name": "a", "run_dir": "/r", "log": "/r/l", "submitted": "now"}'
+    records_file().write_text(good + '\n{"job_id": "8", "na\n')
+    assert [r["job_id"] for r in records()] == ["7"]
+    assert f"warning: {records_file()}:2 is not a job record" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_a_bad_last_record_fails_the_launch_before_any_worker(cli, tmp_path):
     run_dir = tmp_path / "run"
     out = cli(f"data.path={data}", "data.num_samples=20001", f"launcher.run_dir={run_dir}",
               f"data.cache_dir={tmp_path / 'cache'}")
-    assert out.returncode == 1
+    assert out.returncode == 2  # bad input, though found only when the whole file was read
     assert out.stderr.startswith(f"error: {data}:20001: record has neither instruction/output nor conversations")
     assert len(out.stderr.splitlines()) == 1
     assert not (run_dir / "ray").exists() and "Ray" not in out.stdout, "no worker was started"

@@ -7,10 +7,12 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from processes import MARK, own_processes
 
 from launcher.backends.slurm.jobs import ENDED
 
@@ -35,6 +37,7 @@ def submit(tmp_path, workers_env, monkeypatch):
     """``submit(*overrides)`` runs ``python -m launcher OVERRIDES`` (which returns once sbatch has), with job records
     and W&B files under tmp_path and two secrets in the environment; every job it started is cancelled at the end."""
     monkeypatch.setenv("BELLE_HOME", str(tmp_path / "belle-home"))
+    monkeypatch.setenv(MARK, uuid.uuid4().hex)  # the job's processes inherit it through sbatch
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
@@ -87,8 +90,7 @@ def _wait_for_end(job_id: str, timeout: float = 420) -> dict:
 
 
 def _ray_left() -> list[str]:
-    return [" ".join(p.info["cmdline"] or [p.info["name"]]) for p in psutil.process_iter(["name", "cmdline"])
-            if any(n in " ".join(p.info["cmdline"] or [p.info["name"] or ""]) for n in RAY)]
+    return own_processes(RAY)
 
 
 def _wait_until_no_ray_is_left(timeout: float = 30) -> None:
@@ -180,6 +182,30 @@ def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_pat
     assert f"within {timeout} s (1 of 2 nodes did)" in failure["error"]
     assert "cluster.ray_join_timeout_s" in failure["error"]
     assert _wait_for_end(job_id, timeout=120)["JobState"] == "FAILED"
+    _wait_until_no_ray_is_left()
+
+
+def test_a_job_cancelled_while_ray_comes_up_leaves_a_summary(submit, tmp_path):
+    """scancel while the driver waits for node2 (its slurmd frozen): the driver stops waiting and says so."""
+    run_dir = tmp_path / "cancelled"
+    slurmd = next(p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:3] == [
+        "slurmd", "-N", "node2"])
+    slurmd.suspend()
+    try:
+        job_id = _job_id(submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2", "cluster.ray_join_timeout_s=300"))
+        deadline = time.time() + 120
+        while not list((run_dir / "slurm").glob("ray-head-*.json")):  # the head is up; the driver waits for node2
+            assert time.time() < deadline, "the head never came up"
+            time.sleep(0.5)
+        subprocess.run(["scancel", job_id], check=True)
+        summary, deadline = run_dir / "summary.json", time.time() + 30
+        while not summary.is_file():
+            assert time.time() < deadline, "no summary.json within 30 s of scancel"
+            time.sleep(0.5)
+    finally:
+        slurmd.resume()
+    assert json.loads(summary.read_text())["status"] == "preempted"
+    assert _wait_for_end(job_id, timeout=120)["JobState"] == "CANCELLED"  # and not requeued
     _wait_until_no_ray_is_left()
 
 

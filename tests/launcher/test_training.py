@@ -14,29 +14,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from processes import MARK, own_processes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
 
 
-MARK = "BELLE_TEST_MARK"
-"""Set to a fresh value per test: every process the test starts inherits it, Ray's daemons and workers included, so
-the checks below see only this test's processes, never another Ray running beside it on the machine."""
-
-
 def _ray_processes() -> list[str]:
     """"pid command line" of the live Ray and wandb processes this test started."""
-    import psutil
-
-    mark, found = os.environ.get(MARK), []
-    for process in psutil.process_iter(["pid", "cmdline", "status"]):
-        with contextlib.suppress(psutil.Error):
-            line = f"{process.pid} {' '.join(process.info['cmdline'] or [])}"
-            if (process.info["status"] != psutil.STATUS_ZOMBIE and any(name in line for name in LEFTOVERS)
-                    and process.environ().get(MARK) == mark):
-                found.append(line)
-    return found
+    return own_processes(LEFTOVERS)
 
 
 @pytest.fixture

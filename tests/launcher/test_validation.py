@@ -302,3 +302,4 @@ def test_more_cpu_workers_than_cores_is_refused_before_ray(cfg, tmp_path):
     message = _error(cfg, f"cluster.cpu_workers_per_node={2 * cores}", f"strategy.global_batch={4 * cores}",
                      "optim.warmup_steps=0", f"launcher.run_dir={tmp_path / 'r'}")
     assert f"set cluster.cpu_workers_per_node={cores} (or fewer)" in message and not (tmp_path / "r").exists()
+

@@ -36,9 +36,17 @@ def record(job_id: str, name: str, run_dir: Path, log: Path) -> None:
 
 
 def records() -> list[dict]:
-    """Every recorded job, oldest first."""
+    """Every recorded job, oldest first; a damaged line (a write cut short) is skipped with a warning naming it."""
     path = records_file()
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    found = []
+    for number, line in enumerate(path.read_text().splitlines() if path.is_file() else [], 1):
+        try:
+            if line.strip():
+                found.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            print(f"warning: {path}:{number} is not a job record ({exc.msg}), skipped: repair or delete that line",
+                  file=sys.stderr)
+    return found
 
 
 def find(key: str) -> dict:

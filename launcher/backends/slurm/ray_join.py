@@ -57,6 +57,6 @@ def join(info: Path, nodes: list[str], cpus: int, gpus: int, timeout: float,
         return ended(info)
 
     address = wait_for_head(info, timeout, failed)
-    check_reachable(address, "the Ray head of this job")
+    check_reachable(address, f"the job's Ray head at {address}")
     connect(address=address)
     wait_for_nodes(nodes, cpus, gpus, timeout, since, failed)
