@@ -64,18 +64,33 @@ def save(run_dir: Path, step: int, keep_last: int, write: Callable[[Path], None]
     save_checkpoint); then rank 0 moves ``latest`` and removes checkpoints beyond the newest ``keep_last``."""
     import torch.distributed as dist
 
-    checkpoints = Path(run_dir) / CHECKPOINTS
-    folder = checkpoints / step_dir_name(step)
+    folder = Path(run_dir) / CHECKPOINTS / step_dir_name(step)
     if dist.get_rank() == 0:
-        shutil.rmtree(folder, ignore_errors=True)  # what a save killed half-way through left behind
-        folder.mkdir(parents=True)
+        begin(run_dir, step)
     dist.barrier()
     write(folder)
     dist.barrier()  # every rank's files are on disk
     if dist.get_rank() == 0:
-        sizes = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
-        write_atomic(folder / MANIFEST, json.dumps(sizes, indent=0))
-        write_atomic(checkpoints / LATEST, json.dumps({"step": step, "dir": step_dir_name(step)}))
-        for old in sorted(checkpoints.glob("step-*"))[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        commit(run_dir, step, keep_last)
     return folder
+
+
+def begin(run_dir: Path, step: int) -> Path:
+    """Start the checkpoint of ``step``: its folder, empty (what a save killed half-way through left is removed).
+    One process calls it: rank 0, or a driver that is no rank (PPO's controller, whose roles then write into it)."""
+    folder = Path(run_dir) / CHECKPOINTS / step_dir_name(step)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def commit(run_dir: Path, step: int, keep_last: int) -> None:
+    """Finish the checkpoint of ``step`` once every file is written (by the caller of ``begin``): its manifest, then
+    ``latest`` moved to it, then the checkpoints beyond the newest ``keep_last`` removed."""
+    checkpoints = Path(run_dir) / CHECKPOINTS
+    folder = checkpoints / step_dir_name(step)
+    sizes = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+    write_atomic(folder / MANIFEST, json.dumps(sizes, indent=0))
+    write_atomic(checkpoints / LATEST, json.dumps({"step": step, "dir": step_dir_name(step)}))
+    for old in sorted(checkpoints.glob("step-*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)

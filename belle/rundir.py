@@ -42,6 +42,7 @@ PROGRESS = "progress"
 """One heartbeat file per rank (belle.heartbeat), read by the launcher's hang watchdog."""
 HANG = "hang"
 """Every rank's stacks, written when the watchdog finds the run hung."""
+PLACEMENT = "placement.json"
 DATA_CACHE = "data-cache.json"
 """Where this run's prepared data is (written by the launcher once prepared): workers read it from there, so they
 need to see the cache, not the data files its key is computed from."""

@@ -49,7 +49,8 @@ def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: in
     }[s.zero_stage]
     weights = 0.0 if s.offload_params else w_bytes * total / shard[0]
     working_set = 2 * w_bytes * largest_layer if s.zero_stage == 3 else 0.0  # current + prefetched layer
-    tokens = s.micro_batch * job.data.max_length
+    tokens = s.micro_batch * job.data.max_length * (2 if job.data.pairs else 1)  # a pair: chosen and rejected
+    outputs = 1 if job.method.name == "rm" else m.vocab_size  # a reward model's head has one output
     per_layer = tokens * (16 * m.hidden_size + 8 * m.intermediate_size)
     if s.activation_checkpointing:
         activations = m.num_layers * tokens * m.hidden_size * 2 + per_layer
@@ -62,7 +63,7 @@ def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: in
         zero3_working_set=working_set,
         comm_buckets=_comm_buckets(s.zero_stage, w_bytes) if job.cluster.use_gpu else 0.0,
         activations=float(activations),
-        logits=float(tokens * m.vocab_size * 10),  # 16-bit logits, fp32 upcast and its gradient
+        logits=float(tokens * outputs * 10),  # 16-bit logits, fp32 upcast and its gradient
         overhead=OVERHEAD_GIB * GIB if job.cluster.use_gpu else 0.0,
     )
 

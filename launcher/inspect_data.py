@@ -20,6 +20,9 @@ class DataFacts:
     """Samples per training row in the prepared cache."""
     tokens_per_row: float | None = None
     """Real (not padding) tokens per training row in the prepared cache."""
+    dropped: int | None = None
+    """Samples (pairs) dropped for having no answer token left after truncation: all of them in the prepared cache,
+    else among the records checked (None: nothing read)."""
 
 
 def weights_missing(job: JobConfig) -> str | None:
@@ -35,11 +38,15 @@ def weights_missing(job: JobConfig) -> str | None:
 
 
 def cached_facts(meta: dict, folder: Path) -> DataFacts:
-    """Exact numbers from a prepared cache's meta.json."""
+    """Exact numbers from a prepared cache's meta.json (a pair-format row is one pair of two sequences)."""
+    from belle.config.data import PAIR_FORMATS
+
     stats, train = meta["stats"], meta["splits"]["train"]
+    rows = max(train["rows"], 1)
+    samples_per_row = 1.0 if meta["key"]["format"] in PAIR_FORMATS else train["samples"] / rows
     return DataFacts(
         stats["samples"], stats["tokens"] / stats["samples"], f"exact: prepared cache {folder.name}", train["rows"],
-        train["samples"] / max(train["rows"], 1), train["tokens"] / max(train["rows"], 1),
+        samples_per_row, train["tokens"] / rows, stats["dropped_no_trained_tokens"],
     )
 
 
@@ -78,11 +85,11 @@ def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
     _, stats = builder(d.format)(d.path, tokenizer, d.max_length, limit=d.check_records)
     if stats.dropped_no_trained_tokens:
         warnings.append(
-            f"{stats.dropped_no_trained_tokens} of the first {stats.records} samples have no answer token left "
-            f"after truncation at data.max_length={d.max_length} and are skipped"
+            f"{stats.dropped_no_trained_tokens} of the first {stats.records} {'pairs' if d.pairs else 'samples'} "
+            f"have no answer token left after truncation at data.max_length={d.max_length} and are skipped"
         )
     num_samples = d.num_samples or sum(1 for _ in iter_records(d.path))
     measured = stats.tokens / stats.records
     mean_tokens = d.mean_tokens or measured
     source = f"measured on the first {stats.records} records" if not d.mean_tokens else "config"
-    return DataFacts(num_samples, mean_tokens, source), warnings
+    return DataFacts(num_samples, mean_tokens, source, dropped=stats.dropped_no_trained_tokens), warnings

@@ -29,7 +29,8 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     parts = anatomy(m)
     trainable = lora_params(parts, job.method.lora, m.name) if job.method.lora else parts.total_params
 
-    mean_tokens = min(facts.mean_tokens, d.max_length) if facts.mean_tokens else None
+    sequences = 2 if d.pairs else 1  # a pair's row is its chosen and its rejected sequence
+    mean_tokens = min(facts.mean_tokens, sequences * d.max_length) if facts.mean_tokens else None
     tokens_per_epoch = facts.num_samples * mean_tokens if facts.num_samples and mean_tokens else None
     packed = d.packed
     if facts.rows is not None:
@@ -68,6 +69,11 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             "strategy.zero_stage=1 with strategy.deepspeed_json holding {\"data_types\": {\"grad_accum_dtype\": "
             "\"fp32\"}}"
         )
+    if d.pairs and facts.dropped and facts.rows is not None:
+        warnings.append(
+            f"{facts.dropped} pairs have no answer token left after truncation at data.max_length={d.max_length} "
+            f"and are dropped ({facts.num_samples} kept)"
+        )
     hours = hours_per_epoch(job, parts.matmul_params, tokens_per_epoch) if tokens_per_epoch else None
     return {
         "experiment": job.launcher.name,
@@ -97,7 +103,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         "data": {
             "name": d.name, "path": d.path, "format": d.format, "num_samples": facts.num_samples,
             "mean_tokens": round(mean_tokens, 1) if mean_tokens else None, "source": facts.source,
-            "tokens_per_epoch": tokens_per_epoch and round(tokens_per_epoch),
+            "tokens_per_epoch": tokens_per_epoch and round(tokens_per_epoch), "dropped": facts.dropped,
         },
         "schedule": {
             "epochs": job.train.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,

@@ -1,4 +1,5 @@
-"""``launcher.preview=N``: the first N training samples exactly as the model sees them, trained spans marked."""
+"""``launcher.preview=N``: the first N training samples exactly as the model sees them, trained spans marked (a pair:
+its chosen, then its rejected sequence, the answers marked)."""
 
 import json
 import sys
@@ -38,6 +39,8 @@ def preview(job: JobConfig, out: Path) -> None:
     tokenizer = load_tokenizer(job.model)
     samples, _ = builder(job.data.format)(job.data.path, tokenizer, job.data.max_length, limit=job.launcher.preview)
     samples = samples[: job.launcher.preview]
+    if job.data.pairs:  # each pair as its chosen, then its rejected sequence
+        samples = [sample for pair in samples for sample in pair]
     rows = [{"text": tokenizer.decode(s.input_ids), "input_ids": s.input_ids, "labels": s.labels} for s in samples]
     write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     colour = sys.stdout.isatty()

@@ -6,7 +6,9 @@ from omegaconf import MISSING
 
 from belle.config._checks import one_of, positive, require
 
-FORMATS = ("sft", "pretrain")
+FORMATS = ("sft", "pretrain", "preference", "dpo")
+PAIR_FORMATS = ("preference", "dpo")
+"""Formats whose samples are (chosen, rejected) pairs sharing a prompt: one pair per row, never packed."""
 
 
 @dataclass
@@ -16,7 +18,9 @@ class DataConfig:
     path: str = MISSING
     """A JSONL/JSON/Parquet file, a glob, or a comma-separated list of them."""
     format: str = "sft"
-    """sft (BELLE instruction or conversations records) or pretrain ({"text"} records)."""
+    """sft (BELLE instruction or conversations records), pretrain ({"text"} records), preference (reward-model
+    pairs) or dpo (DPO pairs); the two pair formats read {"chosen","rejected"} (full texts, split at the last
+    "\n\nAssistant: \n") and {"prompt","chosen","rejected"} records alike."""
     max_length: int = 1024
     """Tokens per training sequence; longer samples are truncated on the right."""
     pack: bool = True
@@ -34,6 +38,11 @@ class DataConfig:
     a folder every node sees."""
     smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"
     """Bundled stand-in data that ``+smoke=tiny`` trains on instead of ``path``."""
+
+    @property
+    def pairs(self) -> bool:
+        """Whether a sample is a (chosen, rejected) pair (data.format preference or dpo)."""
+        return self.format in PAIR_FORMATS
 
     @property
     def packed(self) -> bool:

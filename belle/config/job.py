@@ -47,7 +47,7 @@ class ReferenceConfig:
     """Where the number comes from."""
 
 
-_EXAMPLE_DATA = {"sft": "sample", "pretrain": "sample_pretrain"}
+_EXAMPLE_DATA = {"sft": "sample", "pretrain": "sample_pretrain", "preference": "sample_preference", "dpo": "sample_dpo"}
 """A bundled data group of each format, named in the method/format error."""
 
 
@@ -73,6 +73,16 @@ class JobConfig:
             f"method.name={self.method.name} trains on data.format={trains_on} records, but data={d.name} is "
             f"data.format={d.format}: set data={_EXAMPLE_DATA[trains_on]} (or other {trains_on} data), or "
             f"method.name={next(k for k, v in DATA_FORMATS.items() if v == d.format)}",
+        )
+        require(
+            not (d.pairs and d.pack),
+            f"method.name={self.method.name} trains on one (chosen, rejected) pair per row, never packed: "
+            "set data.pack=false",
+        )
+        require(
+            self.method.dpo is None or self.method.dpo.max_prompt_length < d.max_length,
+            f"method.dpo.max_prompt_length={self.method.dpo and self.method.dpo.max_prompt_length} leaves no room for "
+            f"the response in data.max_length={d.max_length}: set method.dpo.max_prompt_length={d.max_length // 4}",
         )
         require(
             d.max_length <= m.max_position_embeddings,

@@ -1,12 +1,14 @@
-"""The training method and its own settings (LoRA for now; DPO/RM/PPO settings join here)."""
+"""The training method and its own settings: LoRA, and the block of the RLHF method it names (rm, dpo)."""
 
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
 
-DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain"}
+DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain", "rm": "preference", "dpo": "dpo"}
 """The data format (data.format) each method trains on; belle.recipes.RECIPES has a recipe for each method."""
 METHODS = tuple(DATA_FORMATS)
+DPO_LOSSES = ("sigmoid", "ipo")
+DPO_REFERENCES = ("auto", "adapters_off", "precomputed", "engine")
 
 
 @dataclass
@@ -36,11 +38,87 @@ class LoraConfig:
 
 
 @dataclass
+class RmConfig:
+    margin: float = 0.0
+    """Loss -logsigmoid(r_chosen - r_rejected - margin): the score gap the model is pushed beyond."""
+    center_coef: float = 0.0
+    """Weight of (r_chosen + r_rejected)^2 in the loss, keeping scores centred on 0 (0 turns it off)."""
+
+    def __post_init__(self) -> None:
+        require(
+            self.center_coef >= 0, f"method.rm.center_coef={self.center_coef} must be >= 0: set method.rm.center_coef=0"
+        )
+
+
+@dataclass
+class DpoConfig:
+    beta: float = 0.1
+    """Strength of the implicit KL to the reference (BELLE and TRL: 0.1)."""
+    loss: str = "sigmoid"
+    """sigmoid (DPO) or ipo."""
+    label_smoothing: float = 0.0
+    """Share of pairs assumed mislabelled (conservative DPO), in [0, 0.5); sigmoid loss only."""
+    reference: str = "auto"
+    """Where the reference log-probs come from: adapters_off (the policy with its LoRA adapters off), precomputed
+    (the initial policy's, computed before step 1 and kept in the checkpoints) or auto (adapters_off under LoRA,
+    else precomputed); engine (a second frozen model) is not implemented."""
+    max_prompt_length: int = 128
+    """Prompt tokens kept (cut from the left); the response is cut from the right to data.max_length."""
+
+    def __post_init__(self) -> None:
+        positive("method.dpo.beta", self.beta, 0.1)
+        one_of("method.dpo.loss", self.loss, DPO_LOSSES)
+        require(
+            0 <= self.label_smoothing < 0.5,
+            f"method.dpo.label_smoothing={self.label_smoothing} must be in [0, 0.5): set method.dpo.label_smoothing=0",
+        )
+        require(
+            self.loss == "sigmoid" or self.label_smoothing == 0,
+            "method.dpo.loss=ipo takes no label smoothing: set method.dpo.label_smoothing=0 or method.dpo.loss=sigmoid",
+        )
+        one_of("method.dpo.reference", self.reference, DPO_REFERENCES)
+        require(
+            self.reference != "engine",
+            "method.dpo.reference=engine (a second frozen model) is not implemented: set method.dpo.reference=auto "
+            "(the initial policy's log-probs, computed once before step 1, or the policy with its adapters off)",
+        )
+        positive("method.dpo.max_prompt_length", self.max_prompt_length, 128)
+
+
+@dataclass
 class MethodConfig:
     name: str = "sft"
-    """sft (instruction tuning) or pretrain (continued pretraining on raw text)."""
+    """sft (instruction tuning), pretrain (continued pretraining on raw text), rm (reward model on preference pairs)
+    or dpo (direct preference optimisation)."""
     lora: LoraConfig | None = None
     """LoRA adapters; None trains every parameter."""
+    rm: RmConfig | None = None
+    """The reward model's loss (method.name=rm only)."""
+    dpo: DpoConfig | None = None
+    """DPO's settings (method.name=dpo only)."""
+
+    @property
+    def dpo_reference(self) -> str:
+        """The DPO reference actually used: auto resolved by whether the policy has LoRA adapters."""
+        if self.dpo.reference != "auto":
+            return self.dpo.reference
+        return "adapters_off" if self.lora is not None else "precomputed"
 
     def __post_init__(self) -> None:
         one_of("method.name", self.name, METHODS)
+        for block in ("rm", "dpo"):
+            if block == self.name:
+                require(
+                    getattr(self, block) is not None,
+                    f"method.name={block} needs its method.{block} block: set method={block}",
+                )
+            else:
+                require(
+                    getattr(self, block) is None,
+                    f"method.{block} is set but method.name={self.name}: set method={block} (or method.{block}=null)",
+                )
+        require(
+            not (self.dpo is not None and self.dpo.reference == "adapters_off" and self.lora is None),
+            "method.dpo.reference=adapters_off needs LoRA adapters (method.lora): set method.dpo.reference=precomputed "
+            "or method=dpo_lora",
+        )

@@ -7,7 +7,8 @@ Megatron's indexed-dataset layout, flat arrays plus an index, per split (``train
   {split}.rows      int64: the index in .samples of each row's first sample, then the number of samples
   meta.json         what the key covers, the dtypes and the counts; the folder appears (by rename) only complete
 A row is read back as the PackedRow the packer would build: samples concatenated, each sample's first label masked,
-position ids restarting at each sample, the pad tail to max_length.
+position ids restarting at each sample, the pad tail to max_length. Pair formats (preference, dpo) hold one pair
+per row, its chosen then its rejected sequence, read back as a belle.data.pairs.Pair.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from belle.config import DataConfig
 from belle.data.packing import PackedRow
+from belle.data.pairs import Pair
 from belle.data.records import DataError, resolve_paths
 from belle.data.template import IGNORE_INDEX
 from belle.rundir import DATA_CACHE, staged_dir
@@ -107,7 +109,8 @@ def read_meta(folder: Path) -> dict:
 
 def open_cache(data: DataConfig, tokenizer, run_dir: Path | None = None) -> tuple[Rows, Rows]:
     """(eval rows, training rows) memory-mapped from the prepared cache of this job's data: the folder the launcher
-    recorded in ``run_dir`` (so this node need not see the data files), else the one their key names."""
+    recorded in ``run_dir`` (so this node need not see the data files), else the one their key names. Rows of
+    PackedRow, or of Pair for the pair formats."""
     pointer = Path(run_dir) / DATA_CACHE if run_dir is not None else None
     if pointer is not None and pointer.is_file():
         folder = Path(json.loads(pointer.read_text())["folder"])
@@ -119,7 +122,7 @@ def open_cache(data: DataConfig, tokenizer, run_dir: Path | None = None) -> tupl
             f"(now {data.cache_dir}), or run with launcher.prepare=true first"
         )
     meta = read_meta(folder)
-    return tuple(Rows(folder, split, meta) for split in SPLITS)
+    return tuple((Pairs if data.pairs else Rows)(folder, split, meta) for split in SPLITS)
 
 
 class Rows(Sequence):
@@ -167,3 +170,20 @@ class Rows(Sequence):
     def __iter__(self) -> Iterator[PackedRow]:
         return (self[i] for i in range(self._len))
 
+
+
+class Pairs(Rows):
+    """The pairs of one split of a pair-format cache: row i is pair i, its chosen then its rejected sequence."""
+
+    def __getitem__(self, index: int) -> Pair:
+        import numpy as np
+
+        if not -self._len <= index < self._len:
+            raise IndexError(index)
+        index %= self._len
+        first = int(self.rows[index])
+        (begin, middle, end) = (int(self.samples[first + k]) for k in range(3))
+        ids = np.asarray(self.tokens[begin:end], dtype=np.int64).tolist()
+        trained = self.trained[begin:end]
+        return Pair(index, ids[: middle - begin], int(np.argmax(trained[: middle - begin])),
+                    ids[middle - begin:], int(np.argmax(trained[middle - begin:])))

@@ -1,4 +1,5 @@
-"""Read a data spec into encoded samples (SFT) or blocks (pretraining), streaming in chunks, with counts."""
+"""Read a data spec into encoded samples (SFT), blocks (pretraining) or pairs (RM, DPO), streaming in chunks, with
+counts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from belle.config.data import PAIR_FORMATS
 from belle.data.conversation import to_turns, validate_text
+from belle.data.pairs import encode_pairs
 from belle.data.pretrain import pretrain_blocks
 from belle.data.records import DataError, batched, iter_records
 from belle.data.template import Sample, encode_many
@@ -20,7 +23,7 @@ class DatasetStats:
 
     records: int = 0  # records read
     samples: int = 0  # samples (or pretraining blocks) kept
-    dropped_no_trained_tokens: int = 0  # samples whose answers were all cut off by truncation
+    dropped_no_trained_tokens: int = 0  # samples (pairs) whose answers were all cut off by truncation
     truncated: int = 0  # samples cut at max_length, dropped ones included
     tokens: int = 0  # tokens in the kept samples
     trained_tokens: int = 0  # tokens with a label in the kept samples
@@ -68,8 +71,35 @@ def build_pretrain_blocks(
     return blocks, stats
 
 
+def build_pairs(
+    spec: str, tokenizer, max_length: int, data_format: str, limit: int | None = None
+) -> tuple[list[tuple[Sample, Sample]], DatasetStats]:
+    """Pair records of `spec` (the first `limit`) as (chosen, rejected) samples, cut as belle.data.pairs says;
+    stats count pairs."""
+    stats, kept = DatasetStats(), []
+    for chunk in batched(islice(iter_records(spec), limit), CHUNK_RECORDS):
+        stats.records += len(chunk)
+        for pair in encode_pairs(chunk, tokenizer, max_length, data_format):
+            if pair is None:
+                stats.dropped_no_trained_tokens += 1
+                continue
+            stats.truncated += any(sample.truncated for sample in pair)
+            stats.tokens += sum(len(sample.input_ids) for sample in pair)
+            stats.trained_tokens += sum(sample.n_trained for sample in pair)
+            kept.append(pair)
+    stats.samples = len(kept)
+    check_records(spec, stats)
+    check_kept(spec, stats, max_length)
+    return kept, stats
+
+
 def builder(data_format: str):
-    """The in-memory builder of data.format: build_sft_samples (sft) or build_pretrain_blocks (pretrain)."""
+    """The in-memory builder of data.format, called as (spec, tokenizer, max_length, limit=…): build_sft_samples
+    (sft), build_pretrain_blocks (pretrain) or build_pairs (preference, dpo)."""
+    if data_format in PAIR_FORMATS:
+        return lambda spec, tokenizer, max_length, limit=None: build_pairs(
+            spec, tokenizer, max_length, data_format, limit
+        )
     return build_pretrain_blocks if data_format == "pretrain" else build_sft_samples
 
 
@@ -80,7 +110,7 @@ def check_records(spec: str, stats: DatasetStats) -> None:
 
 
 def check_kept(spec: str, stats: DatasetStats, max_length: int) -> None:
-    """Refuse SFT data of which truncation left no sample with an answer token."""
+    """Refuse SFT or pair data of which truncation left no sample (pair) with an answer token."""
     if not stats.samples:
         raise DataError(
             f"{spec}: all {stats.dropped_no_trained_tokens} samples have no answer token left after truncation: "

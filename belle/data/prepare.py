@@ -2,8 +2,8 @@
 the machine's cores (records in file order), pack in this process, and write the cache (belle.data.cache).
 
 The rows are exactly those of the in-memory path (build_sft_samples / build_pretrain_blocks, then pack or pad_rows,
-the first data.eval_samples samples held out and their copies left out of training); tests compare them token for
-token.
+the first data.eval_samples samples held out and their copies left out of training; build_pairs: one row per pair,
+its chosen then its rejected sequence); tests compare them token for token.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from belle.data.cache import SPLITS, build_once, cache_path, key_inputs, read_me
 from belle.data.conversation import to_turns, validate_text
 from belle.data.dataset import DatasetStats, check_blocks, check_kept, check_records
 from belle.data.packing import pack_groups
-from belle.data.records import iter_line_chunks, parse_lines
+from belle.data.pairs import encode_pairs
+from belle.data.records import batched, iter_line_chunks, parse_lines
 from belle.data.template import IGNORE_INDEX, encode_many, eos_token_id, tokenize_batch
 
 CHUNK_RECORDS = 2048
@@ -80,10 +81,14 @@ def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
     stats = DatasetStats()
     token_dtype = "uint16" if len(tokenizer) <= 1 << 16 else "int32"
     pieces = _pieces(data, tokenizer, processes, stats)
-    held_out = list(islice(pieces, data.eval_samples))
+    units = batched(pieces, 2) if data.pairs else ([piece] for piece in pieces)  # a sample, or a pair's two
+    held_out = list(islice(units, data.eval_samples))
     writers = {split: _SplitWriter(staging, split, token_dtype) for split in SPLITS}
-    for split, part in (("train", _without(pieces, held_out, stats)), ("eval", held_out)):
-        groups = pack_groups(part, data.max_length) if data.pack else ([p] for p in part if len(p.input_ids))
+    for split, part in (("train", _without(units, held_out, stats)), ("eval", held_out)):
+        if data.pack:
+            groups = pack_groups((piece for unit in part for piece in unit), data.max_length)
+        else:
+            groups = (unit for unit in part if len(unit[0].input_ids))
         for members in groups:
             writers[split].add(members)
     splits = {split: writer.close() for split, writer in writers.items()}
@@ -92,7 +97,7 @@ def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
         check_blocks(data.path, stats, data.max_length)
     else:
         check_kept(data.path, stats, data.max_length)
-    row_tokens = sum(s["rows"] for s in splits.values()) * data.max_length
+    row_tokens = sum(s["rows"] for s in splits.values()) * data.max_length * (2 if data.pairs else 1)
     return {
         "key": key_inputs(data, tokenizer), "max_length": data.max_length, "pad_token_id": tokenizer.pad_token_id,
         "token_dtype": token_dtype, "splits": splits, "stats": vars(stats),
@@ -102,7 +107,8 @@ def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
 
 
 def _pieces(data: DataConfig, tokenizer, processes: int, stats: DatasetStats) -> Iterator[_Piece]:
-    """Kept samples (sft) or full blocks (pretrain) in file order, with ``stats`` counted as they pass."""
+    """Kept samples (sft), full blocks (pretrain) or each kept pair's two sequences in file order, with ``stats``
+    counted as they pass."""
     import numpy as np
 
     tasks = iter_line_chunks(data.path, CHUNK_RECORDS)
@@ -124,7 +130,7 @@ def _pieces(data: DataConfig, tokenizer, processes: int, stats: DatasetStats) ->
         stats.records += records
         stats.truncated += truncated
         stats.dropped_no_trained_tokens += dropped
-        stats.samples += len(lengths)
+        stats.samples += len(lengths) // (2 if data.pairs else 1)  # a pair is two sequences
         stats.tokens += len(tokens)
         stats.trained_tokens += int(trained.sum())
         ends = np.cumsum(lengths)
@@ -132,14 +138,20 @@ def _pieces(data: DataConfig, tokenizer, processes: int, stats: DatasetStats) ->
             yield _Piece(tokens[start:end], trained[start:end])
 
 
-def _without(pieces: Iterable[_Piece], held_out: list[_Piece], stats: DatasetStats) -> Iterator[_Piece]:
-    """``pieces`` less the copies of a held-out sample (the eval loss is measured on samples never trained)."""
-    seen = {piece.input_ids.tobytes() for piece in held_out}
-    for piece in pieces:
-        if seen and piece.input_ids.tobytes() in seen:
+def _without(units: Iterable[list[_Piece]], held_out: list[list[_Piece]], stats: DatasetStats
+             ) -> Iterator[list[_Piece]]:
+    """``units`` (samples, or pairs) less the copies of a held-out one (eval is measured on samples never
+    trained)."""
+    seen = {_identity(unit) for unit in held_out}
+    for unit in units:
+        if seen and _identity(unit) in seen:
             stats.eval_copies += 1
         else:
-            yield piece
+            yield unit
+
+
+def _identity(unit: list[_Piece]) -> tuple[bytes, ...]:
+    return tuple(piece.input_ids.tobytes() for piece in unit)
 
 
 def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: int) -> Iterator[tuple]:
@@ -147,15 +159,15 @@ def _in_order(tokenizer, fmt: str, max_length: int, tasks: Iterable, processes: 
     this process for one)."""
     import multiprocessing
 
-    work = _encode_texts if fmt == "pretrain" else _encode_samples
+    work = {"pretrain": _encode_texts, "preference": _encode_pairs, "dpo": _encode_pairs}.get(fmt, _encode_samples)
     if processes == 1:
-        _setup(tokenizer, max_length)
+        _setup(tokenizer, max_length, fmt)
         yield from map(work, tasks)
         return
     # fork: a worker starts at once, inherits the tokenizer and imports nothing (spawn and forkserver would import
     # this program's __main__ in each)
     with _single_threaded_tokenizers():
-        pool = multiprocessing.get_context("fork").Pool(processes, _worker, (tokenizer, max_length))
+        pool = multiprocessing.get_context("fork").Pool(processes, _worker, (tokenizer, max_length, fmt))
     try:
         pending: deque = deque()
         for task in tasks:
@@ -185,23 +197,24 @@ def _single_threaded_tokenizers():
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-# what a worker process holds: the tokenizer and max_length
+# what a worker process holds: the tokenizer, max_length and data.format
 _tokenizer = None
 _max_length = 0
+_format = "sft"
 
 
-def _worker(tokenizer, max_length: int) -> None:
+def _worker(tokenizer, max_length: int, fmt: str) -> None:
     """Set up a forked worker process. The launcher's stop handlers (SIGTERM, SIGUSR1) are not the worker's: the
     pool ends its workers with SIGTERM; Ctrl-C is the parent's to handle."""
     for signum, action in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGUSR1, signal.SIG_DFL),
                            (signal.SIGINT, signal.SIG_IGN)):
         signal.signal(signum, action)
-    _setup(tokenizer, max_length)
+    _setup(tokenizer, max_length, fmt)
 
 
-def _setup(tokenizer, max_length: int) -> None:
-    global _tokenizer, _max_length
-    _tokenizer, _max_length = tokenizer, max_length
+def _setup(tokenizer, max_length: int, fmt: str) -> None:
+    global _tokenizer, _max_length, _format
+    _tokenizer, _max_length, _format = tokenizer, max_length, fmt
 
 
 def _records(task) -> list[tuple[dict, str]]:
@@ -219,6 +232,20 @@ def _encode_samples(task) -> tuple:
     trained = np.fromiter((label != IGNORE_INDEX for s in kept for label in s.labels), np.uint8, len(tokens))
     lengths = np.fromiter((len(s.input_ids) for s in kept), np.int64, len(kept))
     return len(records), sum(s.truncated for s in samples), len(samples) - len(kept), tokens, trained, lengths
+
+
+def _encode_pairs(task) -> tuple:
+    """As _encode_samples, for pairs: each kept pair's chosen then rejected sequence; counts are of pairs."""
+    import numpy as np
+
+    records = _records(task)
+    pairs = encode_pairs(records, _tokenizer, _max_length, _format)
+    kept = [sample for pair in pairs if pair is not None for sample in pair]
+    tokens = np.fromiter((t for s in kept for t in s.input_ids), np.int32)
+    trained = np.fromiter((label != IGNORE_INDEX for s in kept for label in s.labels), np.uint8, len(tokens))
+    lengths = np.fromiter((len(s.input_ids) for s in kept), np.int64, len(kept))
+    truncated = sum(pair is not None and any(s.truncated for s in pair) for pair in pairs)
+    return len(records), truncated, pairs.count(None), tokens, trained, lengths
 
 
 def _encode_texts(task) -> tuple:

@@ -1,5 +1,6 @@
-"""The end-of-training export: a Hugging Face model folder (full fine-tune) or a PEFT adapter, with the base and
-the merged model where asked, gathered from the ZeRO shards on every rank and written by rank 0.
+"""The end-of-training export: a Hugging Face model folder (full fine-tune, or LoRA merged where asked) or a PEFT
+adapter, with the base and the merged model where asked, gathered from the ZeRO shards on every rank and written by
+rank 0. Causal LMs and score models (belle.model.heads) alike.
 
 Rank 0 writes into a temporary sibling of out_dir, checks what it wrote (no empty tensor, no missing weight, a
 trained adapter) and only then renames it into place, so a crash or a failed check never leaves half an export.
@@ -14,21 +15,25 @@ from belle.config import LoraConfig, ModelConfig
 from belle.rundir import staged_dir
 
 
-def export(engine, model: ModelConfig, lora: LoraConfig | None, tokenizer, out_dir: Path) -> list[Path]:
+def export(
+    engine, model: ModelConfig, lora: LoraConfig | None, tokenizer, out_dir: Path, merge: bool = False,
+    files: dict[str, str] | None = None,
+) -> list[Path]:
     """Export the trained ``engine`` to ``out_dir``; call it on every rank (the ZeRO-3 gather is collective).
 
-    Full fine-tune: out_dir is a model folder. LoRA: out_dir/adapter, plus out_dir/base when the base was randomly
-    initialised (model.path=null) and out_dir/merged when method.lora.export_merged. Returns the written folders
-    on rank 0, [] elsewhere; a failure on rank 0 is raised on every rank as a RuntimeError.
+    Full fine-tune, or LoRA with ``merge`` (a reward model): out_dir is a model folder, adapters merged in. Other
+    LoRA: out_dir/adapter, plus out_dir/base when the base was randomly initialised (model.path=null) and
+    out_dir/merged when method.lora.export_merged. ``files`` (name → text) are written into out_dir too. Returns
+    the written folders on rank 0, [] elsewhere; a failure on rank 0 is raised on every rank as a RuntimeError.
     """
     import torch.distributed as dist
 
     out_dir = Path(out_dir).absolute()
-    state = _gather(engine, frozen=lora is None or model.path is None)
+    state = _gather(engine, frozen=lora is None or merge or model.path is None)
     failure, written = None, []
     if dist.get_rank() == 0:
         try:
-            written = _write(engine.module, model.path, lora, tokenizer, state, out_dir)
+            written = _write(engine.module, model.path, None if merge else lora, tokenizer, state, out_dir, files)
         except Exception as error:  # the other ranks must hear of it, or they would wait forever
             failure = error
     message = [None if failure is None else f"{type(failure).__name__}: {failure}"]
@@ -49,10 +54,20 @@ def _gather(engine, frozen: bool) -> dict | None:
     return {key: value.detach().cpu() for key, value in engine.module.state_dict().items()}
 
 
-def _write(model, base: str | None, lora: LoraConfig | None, tokenizer, state: dict, out_dir: Path) -> list[Path]:
-    """Rank 0: write and check the export in a temporary sibling of out_dir, then move it into place."""
+def _write(
+    model, base: str | None, lora: LoraConfig | None, tokenizer, state: dict, out_dir: Path, files: dict | None
+) -> list[Path]:
+    """Rank 0: write and check the export in a temporary sibling of out_dir, then move it into place. A PeftModel
+    with ``lora`` None is merged first."""
+    from peft import PeftModel
+
     with staged_dir(out_dir) as staging:
+        for name, text in (files or {}).items():
+            (staging / name).write_text(text)
         if lora is None:
+            if isinstance(model, PeftModel):
+                model = _merged(model, state)
+                state = model.state_dict()
             _save_model(model, state, tokenizer, staging)
             _check_model(staging)
             folders = [staging]
@@ -83,6 +98,21 @@ def _save_lora(
         _check_model(merged)
         folders.append(merged)
     return folders
+
+
+def _merged(peft_model, state: dict):
+    """A CPU copy of ``peft_model`` holding the gathered ``state``, its adapters merged into the base weights."""
+    import copy
+
+    import torch
+    from peft import get_peft_model
+
+    base = peft_model.get_base_model()
+    with torch.device("meta"):
+        fresh = type(base)(base.config)
+    copied = get_peft_model(fresh, copy.deepcopy(peft_model.peft_config["default"]), autocast_adapter_dtype=False)
+    copied.load_state_dict(state, strict=True, assign=True)
+    return copied.merge_and_unload()
 
 
 def _save_model(model, state: dict, tokenizer, folder: Path) -> None:
@@ -138,11 +168,13 @@ def _shapes(folder: Path) -> dict[str, list[int]]:
 def _check_model(folder: Path) -> None:
     """Every parameter of the folder's architecture is saved (one name per group of tied parameters) with its shape."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from belle.model.heads import auto_class, folder_task
 
     shapes = _shapes(folder)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+        model = auto_class(folder_task(folder)).from_config(AutoConfig.from_pretrained(folder))
     tied: dict[int, list[str]] = {}
     params = dict(model.named_parameters(remove_duplicate=False))
     for name, param in params.items():

@@ -44,25 +44,27 @@ def _check_tokenizer_folder(model: ModelConfig, folder: str) -> None:
         )
 
 
-def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0):
+def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0, task: str = "causal_lm"):
     """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers, in
-    ``dtype`` (None: the checkpoint's own dtype, or float32 for a random model)."""
+    ``dtype`` (None: the checkpoint's own dtype, or float32 for a random model), for ``task``
+    (belle.model.heads: causal_lm, or score — a fresh one-output head on the backbone)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from belle.model.architecture import check_model_path, hf_config
     from belle.model.attention import VARLEN, register_torch_varlen
+    from belle.model.heads import CAUSAL_LM, auto_class, score_head_kwargs
 
     if attn_implementation == VARLEN:
         register_torch_varlen()
+    head = {} if task == CAUSAL_LM else score_head_kwargs(model)
     if model.path is not None:
         check_model_path(model)
-        return AutoModelForCausalLM.from_pretrained(
-            model.path, attn_implementation=attn_implementation, dtype=dtype or "auto"
+        return auto_class(task).from_pretrained(
+            model.path, attn_implementation=attn_implementation, dtype=dtype or "auto", **head
         )
     torch.manual_seed(seed)
     config = hf_config(model)
     config._attn_implementation = attn_implementation
-    return AutoModelForCausalLM.from_config(
-        config, attn_implementation=attn_implementation, dtype=dtype or torch.float32
-    )
+    for key, value in head.items():
+        setattr(config, key, value)
+    return auto_class(task).from_config(config, attn_implementation=attn_implementation, dtype=dtype or torch.float32)

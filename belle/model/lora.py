@@ -3,13 +3,14 @@
 from belle.config import LoraConfig
 
 
-def apply_lora(model, lora: LoraConfig):
-    """Wrap ``model`` with LoRA adapters; only the adapters (and modules_to_save) stay trainable."""
+def apply_lora(model, lora: LoraConfig, task: str = "causal_lm"):
+    """Wrap ``model`` with LoRA adapters; only the adapters (and modules_to_save, and a score model's head) stay
+    trainable."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
     peft_config = PeftLoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS,
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,

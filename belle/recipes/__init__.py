@@ -10,7 +10,9 @@ A recipe module declares how it runs and what it adds to the plan:
 from importlib import import_module
 from types import ModuleType
 
-RECIPES = {"sft": "belle.recipes.sft", "pretrain": "belle.recipes.sft"}
+RECIPES = {
+    "sft": "belle.recipes.sft", "pretrain": "belle.recipes.sft", "rm": "belle.recipes.rm", "dpo": "belle.recipes.dpo",
+}
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
 
 

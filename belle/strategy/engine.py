@@ -15,10 +15,10 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 def build_engine(
     model: ModelConfig, strategy: StrategyConfig, optim: OptimConfig, lora: LoraConfig | None, *,
-    attention: str, world_size: int, total_steps: int, seed: int,
+    attention: str, world_size: int, total_steps: int, seed: int, task: str = "causal_lm",
 ):
-    """Build ``model`` (LoRA adapters and activation checkpointing as configured) and hand it to DeepSpeed with our
-    LR schedule over ``total_steps``.
+    """Build ``model`` for ``task`` (belle.model.heads: causal_lm, or score for a reward model; LoRA adapters and
+    activation checkpointing as configured) and hand it to DeepSpeed with our LR schedule over ``total_steps``.
 
     Weights are built or loaded in the training precision. Under ZeRO-3 the model is built under
     ``deepspeed.zero.Init`` (transformers' own switch): every rank holds only its partition from the start, and a
@@ -34,13 +34,13 @@ def build_engine(
 
     config = deepspeed_config(strategy, optim, world_size)
     with _partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
-        net = build_model(model, attention, dtype=getattr(torch, DTYPES[strategy.precision]), seed=seed)
+        net = build_model(model, attention, dtype=getattr(torch, DTYPES[strategy.precision]), seed=seed, task=task)
     if strategy.activation_checkpointing:
         net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if lora is not None:
             net.enable_input_require_grads()
     if lora is not None:
-        net = apply_lora(net, lora)
+        net = apply_lora(net, lora, task)
     if strategy.compile:
         _compile_blocks(net)
     engine, *_ = deepspeed.initialize(

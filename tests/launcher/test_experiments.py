@@ -70,3 +70,19 @@ def test_paper_hyperparameters(job):
     assert (ft.optim.lr, ft.optim.warmup_ratio, ft.strategy.global_batch, ft.train.epochs) == (5e-6, 0.03, 32, 3)
     assert ft.strategy.precision == "bf16" and ft.method.lora is None and ft.data.max_length == 1024
     assert (math.optim.lr, math.train.epochs, math.model.path) == (5e-7, 2, "runs/ft_2m/export")
+
+
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", DATA)
+def test_the_smoke_data_of_every_data_group_has_its_format(name, cfg):
+    """+smoke=tiny swaps in data.smoke_path: bundled records of the group's own format (pairs for RM and DPO)."""
+    from belle.data.conversation import record_kind
+    from belle.data.records import iter_records
+
+    data = cfg(f"data={name}").data
+    kinds = {record_kind(record) for record, _ in iter_records(data.smoke_path)}
+    expected = {"sft": {"instruction", "conversations"}, "pretrain": {"text"}, "preference": {"preference"},
+                "dpo": {"dpo"}}[data.format]
+    assert kinds <= expected, (name, kinds)

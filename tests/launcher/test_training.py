@@ -268,7 +268,7 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
           f"MFU {lines[-1]['mfu']:.3f}, memory {lines[-1]['memory_gib']:.1f} GiB")
 
 
-@pytest.mark.parametrize("experiment", ["lora_2m", "ft_2m", "pretrain_7b", "ft_2m_lora_math"])
+@pytest.mark.parametrize("experiment", ["lora_2m", "ft_2m", "pretrain_7b", "ft_2m_lora_math", "rm_7b", "dpo_7b"])
 def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, experiment):
     run_dir, log = tmp_path / experiment, tmp_path / f"{experiment}.log"
     _finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",

@@ -17,3 +17,10 @@ def test_the_recipe_adds_its_lines_to_the_plan(job):
     assert recipe("pretrain").plan(pretrain) == {
         "name": "sft", "kind": "spmd", "trains": "every token of raw-text blocks", "rows": "packed",
     }
+
+
+def test_the_pair_recipes_say_what_they_train(job):
+    rm = recipe("rm").plan(job("method=rm", "data=sample_preference", "launcher.dry_run=true"))
+    assert rm["name"] == "rm" and "-logsigmoid(r_chosen - r_rejected - margin)" in rm["trains"]
+    dpo = recipe("dpo").plan(job("method=dpo_lora", "data=sample_dpo", "launcher.dry_run=true"))
+    assert dpo["reference"] == "adapters_off" and "beta 0.1" in dpo["trains"]
