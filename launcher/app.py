@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from belle import rundir
 from belle.config import JobConfig
+from belle.config._checks import require
 from launcher.store import register
 from launcher.sweep import Point
 
@@ -54,16 +55,29 @@ def run(cfg: DictConfig) -> Path:
         from belle.model.architecture import check_model_path
 
         check_model_path(job.model)
+        if job.method.ppo is not None:
+            from belle.config.ppo import missing_reward_model, present_roles, role_model
+
+            require(missing_reward_model(job) is None, missing_reward_model(job))
+            for role in present_roles(job):
+                check_model_path(role_model(job, role))
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
-    plan = make_plan(job, facts, warnings)
+    from launcher.backends.ray_cluster import check_local_machine
+
     if job.launcher.launches:
         from belle.monitor.wandb_run import check_wandb_key
-        from launcher.backends.ray_cluster import check_local_machine, check_reachable
+        from launcher.backends.ray_cluster import check_reachable
 
         check_wandb_key(job.monitor.wandb_mode)
         check_local_machine(job.cluster)
         if job.cluster.kind == "ray":
             check_reachable(job.cluster.address)
+    else:
+        try:
+            check_local_machine(job.cluster)
+        except ValueError as refused:  # the plan says so; a launch would stop here
+            warnings.append(f"a launch would be refused: {refused}")
+    plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_run_dir(directory, config)
     if job.cluster.kind == "slurm":
@@ -164,6 +178,15 @@ def main() -> None:
         _hydra_app()
     except (ValueError, hydra.errors.HydraException) as exc:
         _fail(exc)
+    except AssertionError as exc:  # OmegaConf, asked to set a key inside a section that is null in this job
+        if "Unexpected type" not in str(exc) or _TRACEBACKS:
+            raise
+        nested = [a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if "=" in a and a.split("=")[0].count(".") >= 2]
+        _fail(ValueError(
+            f"an override sets a key inside a section this job leaves null ({', '.join(nested) or 'see the overrides'})"
+            ": choose that section first, e.g. method=lora before method.lora.r=…, roles=colocate_all before "
+            "roles.actor.…"
+        ))
     if _sweep.failed:
         _fail(RuntimeError(f"sweep points {', '.join(_sweep.failed)} failed (see sweep.json)"), code=1)
 

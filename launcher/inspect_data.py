@@ -79,6 +79,12 @@ def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
     if missing:
         return DataFacts(d.num_samples, d.mean_tokens, "config (no tokenizer here)"), warnings
     tokenizer = load_tokenizer(job.model)
+    if d.format == "prompt":  # PPO's controller reads every prompt itself: read and check them all here first
+        from belle.recipes.ppo import prompt_source
+
+        prompts = prompt_source(job, tokenizer)
+        mean = sum(len(p.ids) for p in prompts) / len(prompts)
+        return DataFacts(len(prompts), mean, f"exact: all {len(prompts)} prompts read"), warnings
     folder = cache_path(d, tokenizer)
     if is_complete(folder):  # every record was checked when it was prepared
         return cached_facts(read_meta(folder), folder), warnings

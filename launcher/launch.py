@@ -21,6 +21,8 @@ from belle import stop
 from belle.config import JobConfig
 from belle.rundir import DATA_CACHE, read_summary, write_atomic, write_summary
 
+BACKENDS = {"spmd": "launcher.backends.spmd", "roles": "launcher.backends.ray_roles"}
+"""A recipe's KIND → the backend module whose ``run(job, run_dir)`` trains it on the connected Ray."""
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
 
@@ -65,7 +67,7 @@ def summarise(run_dir: Path, started: float, error: str | None) -> dict:
     evals = [r for r in logged if r.get("eval_loss") is not None]
     return {
         "status": "failed" if error else "preempted" if stopped is not None else "completed",
-        "steps": stopped if stopped is not None else losses[-1]["step"] if losses else 0,
+        "steps": stopped if stopped is not None else max((r["step"] for r in logged if "step" in r), default=0),
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
         "wall_time_s": round(time.time() - started, 1),
@@ -102,27 +104,30 @@ def check_steps(job: JobConfig, splits: dict) -> None:
 def launch(job: JobConfig, run_dir: Path) -> dict:
     """Prepare the data (unless cached), train ``job`` (resuming the run in ``run_dir`` if there is one) and write
     its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
+    from importlib import import_module
+
     from belle.data.records import DataError
     from belle.monitor.plot import plot_loss
     from belle.recipes import recipe
-    from launcher.backends import spmd
     from launcher.backends.ray_cluster import ray_for
 
     previous = read_summary(run_dir)
     if previous and previous["status"] == "completed":
         print(f"{run_dir} holds a completed run ({previous['steps']} steps): nothing to do")
         return previous
-    run = {"spmd": spmd.run}[recipe(job.method.name).KIND]
+    kind = recipe(job.method.name).KIND
+    run = import_module(BACKENDS[kind]).run
     started = time.time()
     # replaced when this attempt ends; left as it is if the launcher dies first (SIGKILL, Ray's GCS gone)
     write_summary(run_dir, summarise(run_dir, started, None) | {"status": "running", "error": RUNNING})
-    try:
-        prepared = prepare_data(job)
-        check_steps(job, prepared.meta["splits"])
-        write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
-    except DataError as exc:  # bad data: nothing is started, the summary says why
-        write_summary(run_dir, summarise(run_dir, started, str(exc)))
-        raise
+    if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
+        try:
+            prepared = prepare_data(job)
+            check_steps(job, prepared.meta["splits"])
+            write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
+        except DataError as exc:  # bad data: nothing is started, the summary says why
+            write_summary(run_dir, summarise(run_dir, started, str(exc)))
+            raise
     with ray_for(job):
         error = run(job, run_dir)
     summary = summarise(run_dir, started, error)

@@ -41,7 +41,12 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         rows_per_epoch = math.ceil(tokens_per_epoch / (d.max_length * PACKING_FILL))
     else:
         rows_per_epoch = facts.num_samples
-    if rows_per_epoch:  # the recipe's own count
+    if job.method.ppo is not None:  # one step per rollout batch of prompts
+        from belle.recipes.ppo import ppo_steps
+
+        steps_per_epoch = facts.num_samples and facts.num_samples // job.method.ppo.rollout_batch
+        total_steps = ppo_steps(job, facts.num_samples) if facts.num_samples or job.train.max_steps else None
+    elif rows_per_epoch:  # the recipe's own count
         steps_per_epoch = optimizer_steps(rows_per_epoch, s, c.world_size, 1)
         total_steps = optimizer_steps(rows_per_epoch, s, c.world_size, job.train.epochs, job.train.max_steps)
     else:
@@ -56,7 +61,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     memory = memory_per_gpu(job, parts.total_params, trainable, parts.largest_layer_params)
     capacity = gpu_memory_gib(job) if c.use_gpu else None
     gib = memory.gib()
-    if capacity and gib["total"] > capacity:
+    if capacity and gib["total"] > capacity and job.method.ppo is None:  # PPO's pools are sized by the placement
         warnings.append(
             f"the estimate of {gib['total']} GiB per GPU exceeds the {capacity:g} GiB of a {c.gpu_type}: "
             "raise strategy.zero_stage, offload (strategy.offload_optimizer/offload_params), "
@@ -75,6 +80,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             f"and are dropped ({facts.num_samples} kept)"
         )
     hours = hours_per_epoch(job, parts.matmul_params, tokens_per_epoch) if tokens_per_epoch else None
+    placement = _placement(job, warnings) if job.method.ppo is not None else None
     return {
         "experiment": job.launcher.name,
         "method": job.method.name + ("+lora" if job.method.lora else ""),
@@ -122,6 +128,23 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
             "hours_per_epoch": job.reference.hours_per_epoch, "hardware": job.reference.hardware,
             "source": job.reference.source,
         },
+        "placement": placement,
         "warnings": warnings,
         "deepspeed": deepspeed,
     }
+
+
+def _placement(job: JobConfig, warnings: list[str]) -> dict:
+    """PPO's role placement (belle.rlhf.placement), with its printout; one that does not fit is refused in one line
+    unless roles.check_memory=false."""
+    from belle.config.ppo import missing_reward_model
+    from belle.rlhf.placement import placement_lines, placement_of
+
+    missing = missing_reward_model(job)
+    if missing:
+        warnings.append(f"a launch would be refused: {missing}")
+    placement = placement_of(job)
+    for role in ("actor", "critic"):  # every rank of a trained role runs as many micro-batches per mini-batch
+        workers, micro_batch = placement.pool_of(role).workers, job.roles.block(role).micro_batch
+        job.method.ppo.check_batches(workers, micro_batch, f"roles.{role}")
+    return placement.to_json() | {"lines": placement_lines(placement)}

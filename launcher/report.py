@@ -38,5 +38,12 @@ def describe(plan: dict) -> str:
         f"{sch['total_steps'] or '?'} steps, warmup {sch['warmup_steps']}, lr {sch['lr']:g} {sch['schedule']}",
         f"  time       est. {hours}/epoch at MFU {est['mfu_assumed'] or 'n/a'}{paper}",
     ]
+    placement = plan.get("placement")
+    if placement:  # PPO: the step, and each pool's roles, ranks and memory instead of one worker group's
+        strategy, data = lines[6], lines[8]
+        lines[5:] = [
+            f"  step       {plan['recipe']['step']}", strategy, *placement["lines"], data,
+            f"  schedule   {sch['total_steps'] or '?'} PPO steps, lr {sch['lr']:g} {sch['schedule']}",
+        ]
     lines += [f"  note       {w}" for w in plan["warnings"]]
     return "\n".join(lines)

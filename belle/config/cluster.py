@@ -110,6 +110,9 @@ class ClusterConfig:
     """Times a preempted or timed-out job requeues itself before it stays stopped."""
     ray_join_timeout_s: int = 300
     """Seconds the Ray head waits for every node to join with its CPUs/GPUs before the job fails."""
+    placement_timeout_s: int = 300
+    """Seconds PPO waits for Ray to place its role pools (and start their workers) before failing, naming what is
+    missing."""
     ray_port_min: int = 20000
     """Lowest port of the range Ray's ports are picked from (each checked free on its node at start)."""
     ray_port_max: int = 30000
@@ -119,6 +122,7 @@ class ClusterConfig:
         one_of("cluster.kind", self.kind, KINDS)
         one_of("cluster.gpu_type", self.gpu_type, GPU_TYPES)
         positive("cluster.nodes", self.nodes, 1)
+        positive("cluster.placement_timeout_s", self.placement_timeout_s, 300)
         require(
             self.gpus_per_node >= 0,
             f"cluster.gpus_per_node={self.gpus_per_node} must be >= 0: set cluster.gpus_per_node=<GPUs per machine>, "

@@ -6,7 +6,7 @@ from omegaconf import MISSING
 
 from belle.config._checks import one_of, positive, require
 
-FORMATS = ("sft", "pretrain", "preference", "dpo")
+FORMATS = ("sft", "pretrain", "preference", "dpo", "prompt")
 PAIR_FORMATS = ("preference", "dpo")
 """Formats whose samples are (chosen, rejected) pairs sharing a prompt: one pair per row, never packed."""
 
@@ -19,8 +19,10 @@ class DataConfig:
     """A JSONL/JSON/Parquet file, a glob, or a comma-separated list of them."""
     format: str = "sft"
     """sft (BELLE instruction or conversations records), pretrain ({"text"} records), preference (reward-model
-    pairs) or dpo (DPO pairs); the two pair formats read {"chosen","rejected"} (full texts, split at the last
-    "\n\nAssistant: \n") and {"prompt","chosen","rejected"} records alike."""
+    pairs), dpo (DPO pairs) or prompt (PPO's prompts); the two pair formats read {"chosen","rejected"} (full texts,
+    split at the last "\n\nAssistant: \n") and {"prompt","chosen","rejected"} records alike; prompt reads {"text"}
+    records ending with "\n\nAssistant: \n", or instruction/conversation records whose last answer is the reference
+    a rule reward compares with."""
     max_length: int = 1024
     """Tokens per training sequence; longer samples are truncated on the right."""
     pack: bool = True

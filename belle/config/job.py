@@ -10,6 +10,7 @@ from belle.config.data import DataConfig
 from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
+from belle.config.roles import RolesConfig
 from belle.config.run import MonitorConfig, TrainConfig
 from belle.config.strategy import StrategyConfig
 
@@ -47,7 +48,10 @@ class ReferenceConfig:
     """Where the number comes from."""
 
 
-_EXAMPLE_DATA = {"sft": "sample", "pretrain": "sample_pretrain", "preference": "sample_preference", "dpo": "sample_dpo"}
+_EXAMPLE_DATA = {
+    "sft": "sample", "pretrain": "sample_pretrain", "preference": "sample_preference", "dpo": "sample_dpo",
+    "prompt": "sample_prompts",
+}
 """A bundled data group of each format, named in the method/format error."""
 
 
@@ -63,6 +67,8 @@ class JobConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    roles: RolesConfig | None = None
+    """Where PPO's roles run (roles=colocate_all|pairs|separate|custom|auto); None for every other method."""
 
     def __post_init__(self) -> None:
         """The checks that span sections (each section checks itself in its own __post_init__)."""
@@ -73,6 +79,16 @@ class JobConfig:
             f"method.name={self.method.name} trains on data.format={trains_on} records, but data={d.name} is "
             f"data.format={d.format}: set data={_EXAMPLE_DATA[trains_on]} (or other {trains_on} data), or "
             f"method.name={next(k for k, v in DATA_FORMATS.items() if v == d.format)}",
+        )
+        ppo = self.method.ppo
+        require(
+            self.roles is None or ppo is not None,
+            f"roles places PPO's roles, but method.name={self.method.name}: remove the roles override (or set "
+            "method=ppo)",
+        )
+        require(
+            not (ppo is not None and d.pack),
+            "method.name=ppo samples one response per prompt row, never packed: set data.pack=false",
         )
         require(
             not (d.pairs and d.pack),
@@ -89,6 +105,10 @@ class JobConfig:
             f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
             f"of {m.name}: set data.max_length={m.max_position_embeddings}",
         )
+        if ppo is not None:  # PPO's sizes left to the job are filled in here, so config.yaml records them
+            self.roles = self.roles or RolesConfig()
+            ppo.resolve(s.global_batch, d.max_length, self.roles.actor.micro_batch, c.world_size)
+            ppo.check_lengths(m)
         require(
             s.precision != "fp16" or c.use_gpu,
             "strategy.precision=fp16 needs GPU workers (DeepSpeed has no fp16 kernels on CPU): "

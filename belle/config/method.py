@@ -1,10 +1,11 @@
-"""The training method and its own settings: LoRA, and the block of the RLHF method it names (rm, dpo)."""
+"""The training method and its own settings: LoRA, and the block of the RLHF method it names (rm, dpo, ppo)."""
 
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
+from belle.config.ppo import PpoConfig
 
-DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain", "rm": "preference", "dpo": "dpo"}
+DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain", "rm": "preference", "dpo": "dpo", "ppo": "prompt"}
 """The data format (data.format) each method trains on; belle.recipes.RECIPES has a recipe for each method."""
 METHODS = tuple(DATA_FORMATS)
 DPO_LOSSES = ("sigmoid", "ipo")
@@ -89,13 +90,15 @@ class DpoConfig:
 class MethodConfig:
     name: str = "sft"
     """sft (instruction tuning), pretrain (continued pretraining on raw text), rm (reward model on preference pairs)
-    or dpo (direct preference optimisation)."""
+    dpo (direct preference optimisation) or ppo (RLHF with actor, critic, reference and reward roles)."""
     lora: LoraConfig | None = None
     """LoRA adapters; None trains every parameter."""
     rm: RmConfig | None = None
     """The reward model's loss (method.name=rm only)."""
     dpo: DpoConfig | None = None
     """DPO's settings (method.name=dpo only)."""
+    ppo: PpoConfig | None = None
+    """PPO's settings (method.name=ppo only); its roles' placement is the ``roles`` group."""
 
     @property
     def dpo_reference(self) -> str:
@@ -106,7 +109,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         one_of("method.name", self.name, METHODS)
-        for block in ("rm", "dpo"):
+        for block in ("rm", "dpo", "ppo"):
             if block == self.name:
                 require(
                     getattr(self, block) is not None,

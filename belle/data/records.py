@@ -30,8 +30,10 @@ def resolve_paths(spec: str) -> list[Path]:
         matches = sorted(glob.glob(pattern, recursive=True)) if any(c in pattern for c in "*?[") else [pattern]
         files = [Path(m) for m in matches if Path(m).is_file()]
         if not files:
+            what = ("is a folder" if Path(pattern).is_dir() else "is not a regular file" if Path(pattern).exists()
+                    else "no such data file")
             raise DataError(
-                f"{part}: no such data file (data.path={spec!r}): "
+                f"{part}: {what} (data.path={spec!r}): "
                 "set data.path=… to a BELLE .json/.jsonl/.parquet file, a glob or a comma-separated list"
             )
         paths.update(dict.fromkeys(files))

@@ -2,9 +2,11 @@
 
 A recipe module declares how it runs and what it adds to the plan:
 
-    KIND                    "spmd": one worker group, every rank runs ``train(job, run_dir)`` (the only kind today)
+    KIND                    "spmd": one worker group, every rank runs ``train(job, run_dir)`` in an initialised
+                            torch.distributed world (sft, pretrain, rm, dpo; launcher.backends.spmd);
+                            "roles": ``train(job, run_dir, roles)`` runs in the driver and calls role pools placed
+                            on the cluster (ppo; launcher.backends.ray_roles)
     plan(job) -> dict       its own lines in plan.json (under "recipe")
-    train(job, run_dir)     the training itself, in each worker of an initialised torch.distributed world
 """
 
 from importlib import import_module
@@ -12,6 +14,7 @@ from types import ModuleType
 
 RECIPES = {
     "sft": "belle.recipes.sft", "pretrain": "belle.recipes.sft", "rm": "belle.recipes.rm", "dpo": "belle.recipes.dpo",
+    "ppo": "belle.recipes.ppo",
 }
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
 

@@ -218,6 +218,23 @@ def plan_placement(
     return replace(placement, requested=roles.layout, others=tuple((k, _summary(p)) for k, p in attempts.items()))
 
 
+SCORE_ROLES = ("critic", "reward")
+"""Roles whose model is a score model (one value per token)."""
+
+
+def placement_of(job) -> Placement:
+    """The placement of a PPO job's roles (``job.roles``), each sized by its own model."""
+    from belle.config.ppo import present_roles, role_model
+
+    ppo, lora = job.method.ppo, job.method.lora
+    models = {
+        role: ModelSize.of(role_model(job, role), score=role in SCORE_ROLES, lora=lora if role in TRAINED else None)
+        for role in present_roles(job)
+    }
+    return plan_placement(job.roles, job.cluster, job.strategy, models, prompt_tokens=ppo.max_prompt_length,
+                          new_tokens=ppo.max_new_tokens)
+
+
 def placement_lines(placement: Placement) -> list[str]:
     """The dry run's lines: the layout (and the other layouts' needs), the models, one line per pool, idle slots."""
     p = placement

@@ -77,12 +77,26 @@ DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 
 @pytest.mark.parametrize("name", DATA)
 def test_the_smoke_data_of_every_data_group_has_its_format(name, cfg):
-    """+smoke=tiny swaps in data.smoke_path: bundled records of the group's own format (pairs for RM and DPO)."""
+    """+smoke=tiny swaps in data.smoke_path: bundled records of the group's own format (pairs for RM and DPO;
+    prompts, or instruction records whose answers are references, for PPO)."""
     from belle.data.conversation import record_kind
     from belle.data.records import iter_records
 
     data = cfg(f"data={name}").data
     kinds = {record_kind(record) for record, _ in iter_records(data.smoke_path)}
     expected = {"sft": {"instruction", "conversations"}, "pretrain": {"text"}, "preference": {"preference"},
-                "dpo": {"dpo"}}[data.format]
+                "dpo": {"dpo"}, "prompt": {"text", "instruction", "conversations"}}[data.format]
     assert kinds <= expected, (name, kinds)
+
+
+def test_ppo_7b_plans_the_briefs_placement_on_two_a100_80gb_nodes(cfg, tmp_path):
+    """design-rlhf.md §4 on 2 x 8 A100-80GB: auto picks colocate_all at 40.0 GiB/GPU (pairs 39.2, separate 37.2)."""
+    from launcher.app import run
+
+    plan = json.loads((run(cfg("+exp=ppo_7b", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))
+                       / "plan.json").read_text())
+    placement = plan["placement"]
+    assert "auto -> colocate_all  (pairs: 39.2 GiB/GPU; separate: 37.2 GiB/GPU)" in placement["lines"][0]
+    assert any("= 40.0 of 80 GiB (fits)" in line for line in placement["lines"])
+    assert plan["recipe"]["step"].startswith("512 prompts x 1, <= 512+512 tokens; mini-batch 64 x 2 epochs")
+    assert any("method.ppo.reward_model=" in w for w in plan["warnings"])  # named at launch, as the command shows

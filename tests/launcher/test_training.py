@@ -268,7 +268,8 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
           f"MFU {lines[-1]['mfu']:.3f}, memory {lines[-1]['memory_gib']:.1f} GiB")
 
 
-@pytest.mark.parametrize("experiment", ["lora_2m", "ft_2m", "pretrain_7b", "ft_2m_lora_math", "rm_7b", "dpo_7b"])
+@pytest.mark.parametrize("experiment", ["lora_2m", "ft_2m", "pretrain_7b", "ft_2m_lora_math", "rm_7b", "dpo_7b",
+                                        "ppo_7b", "ppo_math_rule"])
 def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, experiment):
     run_dir, log = tmp_path / experiment, tmp_path / f"{experiment}.log"
     _finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",
@@ -277,4 +278,9 @@ def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, 
     assert plan["experiment"] == experiment and plan["model"]["name"] == "tiny_llama"
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
     export = run_dir / "export"
-    assert (export / "adapter").is_dir() if "lora" in experiment else (export / "model.safetensors").is_file()
+    lora = plan["method"].endswith("+lora")
+    assert (export / "adapter").is_dir() if lora else (export / "model.safetensors").is_file()
+    if plan["recipe"]["kind"] == "roles":  # PPO: where every role ran, and each step's reward and KL
+        placed = json.loads((run_dir / "placement.json").read_text())["roles"]
+        assert {"actor", "critic"} <= set(placed) and all(len(ranks) == 2 for ranks in placed.values())
+        assert all({"reward_mean", "kl", "policy_loss", "value_loss"} <= set(r) for r in _metrics(run_dir))

@@ -4,11 +4,14 @@ from belle.config.method import METHODS
 from belle.recipes import RECIPES, recipe
 
 
-def test_every_method_has_a_recipe_that_runs_as_spmd_and_trains():
+def test_every_method_has_a_recipe_of_a_kind_the_launcher_runs():
+    from launcher.launch import BACKENDS
+
     assert set(RECIPES) == set(METHODS)
     for method in METHODS:
         module = recipe(method)
-        assert module.KIND == "spmd" and callable(module.train)
+        assert module.KIND in BACKENDS and callable(module.train)
+    assert recipe("ppo").KIND == "roles" and recipe("sft").KIND == "spmd"
 
 
 def test_the_recipe_adds_its_lines_to_the_plan(job):

@@ -1,0 +1,380 @@
+"""PPO: the controller, run in the driver; its roles (belle.rlhf.roles) live in pools it reaches through ``RoleCalls``.
+
+Setup (prompts, the roles' world sizes, resume: the controller state restored from the latest checkpoint, which the
+roles have loaded themselves) → one step per rollout batch (prompts → generate → score, old log-probs, reference
+log-probs, values → experience → critic update, then actor update → KL controller, metrics, samples, checkpoint; a
+stop request saves and leaves; stop_kl stops cleanly) → export (the actor, as SFT exports).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from belle import checkpoint, rundir, stop
+from belle.config import JobConfig
+from belle.config._checks import require
+from belle.config.ppo import TRAINED_ROLES, ppo_settings, present_roles, roles_settings, zero_stage
+from belle.data.conversation import record_kind, to_turns, validate_text
+from belle.data.records import DataError, iter_records
+from belle.data.template import ASSISTANT_PREFIX, eos_token_id, segments, tokenize_batch
+from belle.recipes import common
+from belle.rundir import write_atomic
+
+if TYPE_CHECKING:
+    from belle.rlhf.calls import RoleCalls
+
+KIND = "roles"
+CONTROLLER = "controller.json"
+"""In each checkpoint folder, beside actor/ and critic/: the controller's state (written last, before ``latest``)."""
+SAMPLES = "samples.jsonl"
+"""In the run dir: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
+ACTOR_KEYS = ("input_ids", "attention_mask", "response_mask", "old_log_probs", "advantages")
+CRITIC_KEYS = ("input_ids", "attention_mask", "response_mask", "old_values", "returns")
+
+
+def plan(job: JobConfig) -> dict:
+    """The recipe's lines in plan.json."""
+    ppo = ppo_settings(job)
+    reward = f"rule {ppo.reward.rule}" if ppo.reward.source == "rule" else "the reward model"
+    kl = f"KL {ppo.kl.estimator} x {ppo.kl.coef:g}" + (f", adaptive to {ppo.kl.target:g}" if ppo.kl.target else "")
+    updates = ppo.epochs * ppo.sequences // ppo.mini_batch
+    return {
+        "name": "ppo", "kind": KIND, "roles": list(present_roles(job)),
+        "trains": f"the actor on the clipped policy loss (clip {ppo.clip:g}) and the critic on the clipped value loss; "
+                  f"scores from {reward}, {kl}",
+        "step": f"{ppo.rollout_batch} prompts x {ppo.samples_per_prompt}, <= {ppo.max_prompt_length}+"
+                f"{ppo.max_new_tokens} tokens; mini-batch {ppo.mini_batch} x {ppo.epochs} epochs = {updates} actor + "
+                f"{updates} critic optimizer steps",
+    }
+
+
+def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
+    """Run PPO on the roles behind ``roles``, resuming from the run's latest checkpoint when there is one. Returns
+    the controller state: step, prompt cursor, the last reward and KL, and ``stopped`` (why it stopped early)."""
+    import torch
+
+    from belle.data.pairs import score_pad_id
+    from belle.model.load import load_tokenizer
+    from belle.rlhf import rewards
+    from belle.rlhf.experience import RunningMoments, token_rewards
+    from belle.rlhf.ppo_losses import (
+        explained_variance,
+        gae,
+        kl_controller,
+        kl_penalty,
+        masked_mean,
+        masked_var,
+        masked_whiten,
+    )
+
+    run_dir, ppo = Path(run_dir), ppo_settings(job)
+    tokenizer = load_tokenizer(job.model)
+    pad, eos = score_pad_id(tokenizer), eos_token_id(tokenizer)
+    prompts = prompt_source(job, tokenizer)
+    total_steps = ppo_steps(job, len(prompts))
+    worlds = {role: roles.world(role) for role in present_roles(job)}
+    for role in TRAINED_ROLES:
+        ppo.check_batches(worlds[role], roles_settings(job).block(role).micro_batch, f"roles.{role}")
+    rule = rewards.rule(ppo.reward.rule) if ppo.reward.source == "rule" else None
+
+    # state: the controller's part of the latest checkpoint (the roles loaded theirs in their setup)
+    kl_ctl = kl_controller(ppo.kl.coef, ppo.kl.target, ppo.kl.horizon)
+    moments = RunningMoments()
+    state = {"step": 0, "prompt_cursor": 0, "first_response_length": None, "reward_mean": None, "kl_mean": None,
+             "stopped": None}
+    folder = checkpoint.latest(run_dir)
+    if folder is not None:
+        saved = read_controller(folder)
+        for role in TRAINED_ROLES:
+            check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
+        state |= {key: saved[key] for key in state}
+        kl_ctl.load_state_dict(saved["kl_controller"])
+        moments.load_state_dict(saved["reward_moments"])
+    start = state["step"]
+    stream = PromptStream(len(prompts), job.train.seed, state["prompt_cursor"])
+    monitor = common.Monitor(job, run_dir, total_steps, start, "cpu", worlds["actor"])
+    _drop_samples_after(run_dir, start)
+
+    def save() -> None:
+        """Every trained role saves into checkpoints/step-N/<role>/, then controller.json, then ``latest`` moves."""
+        folder = checkpoint.begin(run_dir, state["step"])
+        for role in TRAINED_ROLES:
+            roles.call(role, "save", folder=str(folder / role), phase="save")
+        placed = {role: {"world": world, "zero_stage": zero_stage(job, role)} for role, world in worlds.items()}
+        controller = state | {"epoch": stream.epoch, "roles": placed, "kl_controller": kl_ctl.state_dict(),
+                              "reward_moments": moments.state_dict()}
+        write_atomic(folder / CONTROLLER, json.dumps(controller, indent=2) + "\n")
+        checkpoint.commit(run_dir, state["step"], job.train.keep_last)
+
+    def per_row(role: str, method: str, batch: dict, phase: str, **kwargs):
+        """``method`` of ``role`` over the batch's rows, each rank its shard → the results in row order."""
+        n = len(batch["input_ids"])
+        shards = [{key: value[part] for key, value in batch.items()} for part in _rank_rows(n, worlds[role])]
+        return torch.cat(roles.call(role, method, shards, phase=phase, **kwargs))[:n]
+
+    for step in range(start + 1, total_steps + 1):
+        if stop.requested(run_dir):  # preemption: keep what was trained, then leave without the export
+            return common.leave(job, run_dir, state, start, save, monitor)
+        times: dict[str, float] = {}
+
+        # (1) prompts, (2) generate: each actor rank samples its shard
+        chosen = [prompts[i] for i in stream.take(ppo.rollout_batch) for _ in range(ppo.samples_per_prompt)]
+        with _timed(times, "generate"):
+            shards = [[chosen[i].ids for i in part] for part in _rank_rows(len(chosen), worlds["actor"])]
+            generated = sum(roles.call("actor", "generate", shards, phase="generate", step=step), [])
+        responses, ended = zip(*(_cut(tokens, eos) for tokens in generated[:len(chosen)]), strict=True)
+        batch = _pad_batch([p.ids for p in chosen], responses, pad)
+        mask, ended = batch["response_mask"], torch.tensor(ended)
+
+        # (3) scores, old and reference log-probs, values
+        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        with _timed(times, "score"):
+            scores = (torch.tensor([rule(text, p.reference) for text, p in zip(texts, chosen, strict=True)])
+                      if rule else per_row("reward", "score", batch, "score")).double()
+        with _timed(times, "log_probs"):
+            old_log_probs = per_row("actor", "log_probs", batch, "log_probs")
+        with _timed(times, "reference"):
+            reference = (per_row("reference", "log_probs", batch, "reference") if "reference" in worlds
+                         else per_row("actor", "log_probs", batch, "reference", adapters=False))
+        with _timed(times, "values"):
+            values = per_row("critic", "values", batch, "values")
+
+        # (4) experience: per-token KL penalty plus the shaped score at the last token, GAE, whitening
+        kl = torch.where(mask, kl_penalty(old_log_probs, reference, ppo.kl.estimator), 0)
+        if ppo.reward.normalize:
+            moments.update(scores)
+        shaped = (moments.normalize(scores) if ppo.reward.normalize else scores).float()
+        token_reward = token_rewards(shaped, kl, mask, ended, kl_coef=kl_ctl.coef, clip=ppo.reward.clip,
+                                     missing_eos_penalty=ppo.reward.missing_eos_penalty)
+        advantages, returns = gae(token_reward, values, mask, ppo.gamma, ppo.lam)
+        data = batch | {"old_log_probs": old_log_probs, "old_values": values, "returns": returns,
+                        "advantages": masked_whiten(advantages, mask) if ppo.whiten_advantages else advantages}
+
+        # (5) updates: the critic, then (after its warmup) the actor, over global mini-batches
+        with _timed(times, "critic"):
+            critic_stats = _update(roles, "critic", data, CRITIC_KEYS, ppo, job.train.seed, step)
+        actor_stats = {}
+        if step > ppo.critic_warmup_steps:
+            with _timed(times, "actor"):
+                actor_stats = _update(roles, "actor", data, ACTOR_KEYS, ppo, job.train.seed, step)
+
+        # (6) wrap up: metrics, the KL controller, samples, checkpoint, stop checks
+        lengths = mask.sum(1).double()
+        state["first_response_length"] = state["first_response_length"] or lengths.mean().item()
+        record = {
+            "step": step, "reward_mean": scores.mean().item(), "reward_std": scores.std().item(),
+            "reward_min": scores.min().item(), "reward_max": scores.max().item(),
+            "score_norm_mean": shaped.clamp(-ppo.reward.clip, ppo.reward.clip).mean().item(),
+            "kl": kl.sum(1).mean().item(), "kl_coef": kl_ctl.coef, **actor_stats, **critic_stats,
+            "explained_variance": explained_variance(values, returns, mask).item(),
+            "advantage_mean": masked_mean(advantages, mask).item(),
+            "advantage_std": masked_var(advantages, mask).sqrt().item(),
+            "return_mean": masked_mean(returns, mask).item(),
+            "response_length_mean": lengths.mean().item(), "response_length_max": lengths.max().item(),
+            "truncated_share": 1 - ended.double().mean().item(),
+            "length_drift": lengths.mean().item() / state["first_response_length"],
+            "gen_tokens_per_s": lengths.sum().item() / times["generate"],
+            **{f"time_{phase}_s": seconds for phase, seconds in times.items()},
+        }
+        for name in ("policy_loss", "value_loss"):
+            if name in record:
+                common.check_finite(record[name], step)
+        kl_ctl.update(record["kl"], len(chosen))
+        state |= {"step": step, "prompt_cursor": stream.cursor, "reward_mean": record["reward_mean"],
+                  "kl_mean": record["kl"]}
+        if common.due(job.monitor.log_every, step, total_steps):
+            monitor.log(record)
+            _warn_drift(record)
+        if ppo.sample_every and step % ppo.sample_every == 0:
+            _write_samples(run_dir, step, chosen, texts, scores)
+        stopping = ppo.stop_kl is not None and record["kl"] > ppo.stop_kl
+        if common.due(job.train.save_every, step, total_steps) or stopping:
+            save()
+        if stopping:
+            state["stopped"] = f"KL {record['kl']:.3g} > method.ppo.stop_kl={ppo.stop_kl:g} at step {step}"
+            print(state["stopped"], flush=True)
+            break
+
+    # export: the actor in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
+    roles.call("actor", "export", folder=str(run_dir / rundir.EXPORT), phase="export")
+    monitor.finish()
+    return state
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: its token ids (cut from the left to max_prompt_length), its text, and the record's own answer
+    (instruction and conversation records; None for {"text"} prompts), which rule rewards may compare with."""
+
+    ids: list[int]
+    text: str
+    reference: str | None
+
+
+def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
+    """The prompts of data.path: {"text"} records ending with the assistant prefix, or instruction/conversation
+    records (every turn but the last answer, in BELLE's template; that answer becomes the reference)."""
+    ppo, eos = ppo_settings(job), eos_token_id(tokenizer)
+    parsed = []  # (segments: (text, is_answer), reference)
+    for record, where in iter_records(job.data.path):
+        kind = record_kind(record, where)
+        if kind == "text":
+            text = validate_text(record, where)
+            if not text.endswith(ASSISTANT_PREFIX):
+                raise DataError(f"{where}: a PPO prompt must end with {ASSISTANT_PREFIX!r}, where the answer starts: "
+                                "fix the record (or give instruction records)")
+            parsed.append(([(text, False)], None))
+        elif kind in ("instruction", "conversations"):
+            turns = to_turns(record, where)
+            parsed.append((segments(turns[:-1]), turns[-1][1]))
+        else:
+            raise DataError(f"{where}: a {kind} record, not a prompt: PPO reads {{\"text\"}} prompts or instruction/"
+                            "conversation records: point data.path at prompts (e.g. belle/data/samples/prompts.jsonl)")
+    if not parsed:
+        raise DataError(f"data.path={job.data.path} holds no prompt: point it at prompt records")
+    ids = iter(tokenize_batch(tokenizer, [text for parts, _ in parsed for text, _ in parts]))
+    prompts = []
+    for parts, reference in parsed:
+        tokens = [t for _, answer in parts for t in next(ids) + ([eos] if answer else [])]
+        prompts.append(Prompt(tokens[-ppo.max_prompt_length:], "".join(text for text, _ in parts), reference))
+    return prompts
+
+
+def ppo_steps(job: JobConfig, prompts: int) -> int:
+    """PPO steps of the run: train.max_steps, else train.epochs passes over ``prompts`` prompts (whole steps)."""
+    steps = job.train.max_steps or int(job.train.epochs * prompts) // ppo_settings(job).rollout_batch
+    require(steps > 0, f"{prompts} prompts make no step of method.ppo.rollout_batch={ppo_settings(job).rollout_batch}:"
+                       " set train.epochs higher or method.ppo.rollout_batch lower")
+    return steps
+
+
+def planned_steps(job: JobConfig) -> int:
+    """PPO steps of the run as the roles see it before any prompt is read (the prompt records counted unless
+    train.max_steps is set): their learning-rate schedules' length."""
+    return ppo_steps(job, 0 if job.train.max_steps else sum(1 for _ in iter_records(job.data.path)))
+
+
+def read_controller(folder: Path) -> dict:
+    """The controller state saved in checkpoint ``folder``."""
+    return json.loads((Path(folder) / CONTROLLER).read_text())
+
+
+def check_resumable(saved: dict, folder: Path, role: str, world: int, stage: int) -> None:
+    """Refuse to resume a trained role on another world size or ZeRO stage than it was saved with."""
+    if role not in TRAINED_ROLES:
+        return  # frozen roles keep nothing in a checkpoint
+    was = saved["roles"][role]
+    require(
+        (was["world"], was["zero_stage"]) == (world, stage),
+        f"checkpoint {Path(folder).name} holds roles.{role} saved on {was['world']} ranks with ZeRO-{was['zero_stage']}"
+        f", but this run places it on {world} ranks with ZeRO-{stage}: place it as before (roles.{role}.zero_stage="
+        f"{was['zero_stage']}, {was['world']} workers) or start a new run (launcher.run_dir=<a new folder>)",
+    )
+
+
+class PromptStream:
+    """Prompt indices in a global order reshuffled every epoch (keyed by seed and epoch); ``cursor`` counts the
+    prompts taken since the start, so a resumed run continues at the same prompt."""
+
+    def __init__(self, count: int, seed: int, cursor: int = 0):
+        self.count, self.seed, self.cursor = count, seed, cursor
+
+    @property
+    def epoch(self) -> int:
+        return self.cursor // self.count
+
+    def take(self, n: int) -> list[int]:
+        taken = []
+        while len(taken) < n:
+            epoch, offset = divmod(self.cursor, self.count)
+            order = list(range(self.count))
+            random.Random(f"prompts:{self.seed}:{epoch}").shuffle(order)
+            part = order[offset:offset + n - len(taken)]
+            taken += part
+            self.cursor += len(part)
+        return taken
+
+
+def _rank_rows(n: int, world: int) -> list[list[int]]:
+    """Row indices of each rank: equal shares (every rank runs as many forward passes, as ZeRO-3 needs), the last
+    ones padded with row 0, whose results are dropped."""
+    per_rank = -(-n // world)
+    order = list(range(n)) + [0] * (per_rank * world - n)
+    return [order[rank * per_rank:(rank + 1) * per_rank] for rank in range(world)]
+
+
+def _cut(tokens: list[int], eos: int) -> tuple[list[int], bool]:
+    """A generated response cut after its first EOS (what follows is padding), and whether it has one."""
+    return (tokens[:tokens.index(eos) + 1], True) if eos in tokens else (tokens, False)
+
+
+def _pad_batch(prompts: list[list[int]], responses: list[list[int]], pad: int) -> dict:
+    """The step's batch (belle.rlhf.roles): prompts left-padded, responses right-padded, the response mask."""
+    import torch
+
+    from belle.rlhf.roles import left_pad
+
+    batch = left_pad(prompts, pad)
+    width = max(len(r) for r in responses)
+    ids = torch.full((len(responses), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(responses), width), dtype=torch.bool)
+    for row, response in enumerate(responses):
+        ids[row, :len(response)] = torch.tensor(response, dtype=torch.long)
+        mask[row, :len(response)] = True
+    return {"input_ids": torch.cat([batch["input_ids"], ids], 1),
+            "attention_mask": torch.cat([batch["attention_mask"], mask.long()], 1), "response_mask": mask}
+
+
+def _update(roles: RoleCalls, role: str, data: dict, keys: tuple[str, ...], ppo, seed: int, step: int) -> dict:
+    """``epochs`` passes of ``role`` over the step's sequences in global mini-batches, reshuffled every pass and
+    split evenly over the role's ranks → the stats merged over ranks."""
+    import torch
+
+    from belle.rlhf.roles import merge, step_seed
+
+    world, shards, count = roles.world(role), [[] for _ in range(roles.world(role))], 0
+    for epoch in range(ppo.epochs):
+        order = torch.randperm(len(data["input_ids"]), generator=torch.Generator().manual_seed(
+            step_seed(seed, step, epoch)))
+        for rows in order.split(ppo.mini_batch):
+            tokens = float(data["response_mask"][rows].sum())
+            for rank, part in enumerate(rows.tensor_split(world)):
+                shards[rank].append({key: data[key][part] for key in keys} | {"tokens": tokens})
+            count += 1
+    return merge(roles.call(role, "update", shards, phase=role), count)
+
+
+@contextmanager
+def _timed(times: dict[str, float], phase: str) -> Iterator[None]:
+    started = time.time()
+    yield
+    times[phase] = time.time() - started
+
+
+def _warn_drift(record: dict) -> None:
+    """Reward-hacking guards: responses growing to twice their first length, or mostly cut at the limit."""
+    if record["length_drift"] > 2 or record["truncated_share"] > 0.5:
+        print(f"warning: step {record['step']}: responses are {record['length_drift']:.1f}x their first length, "
+              f"{record['truncated_share']:.0%} cut at method.ppo.max_new_tokens: watch for reward hacking", flush=True)
+
+
+def _write_samples(run_dir: Path, step: int, prompts: list[Prompt], texts: list[str], scores, rows: int = 4) -> None:
+    with open(run_dir / SAMPLES, "a", encoding="utf-8") as f:
+        for prompt, text, score in list(zip(prompts, texts, scores.tolist(), strict=True))[:rows]:
+            f.write(json.dumps({"step": step, "prompt": prompt.text, "response": text, "score": score},
+                               ensure_ascii=False) + "\n")
+
+
+def _drop_samples_after(run_dir: Path, step: int) -> None:
+    """A resumed run first drops the sample rows of steps after its checkpoint (as MetricsLog does)."""
+    path = run_dir / SAMPLES
+    if path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        write_atomic(path, "".join(line + "\n" for line in kept))
