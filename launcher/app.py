@@ -56,11 +56,7 @@ def run(cfg: DictConfig) -> Path:
 
         check_model_path(job.model)
         if job.method.ppo is not None:
-            from belle.config.ppo import missing_reward_model, present_roles, role_model
-
-            require(missing_reward_model(job) is None, missing_reward_model(job))
-            for role in present_roles(job):
-                check_model_path(role_model(job, role))
+            _check_ppo_models(job)
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     from launcher.backends.ray_cluster import check_local_machine
 
@@ -80,6 +76,10 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_run_dir(directory, config)
+    if job.method.ppo is not None and job.launcher.launches:
+        from launcher.launch import check_roles_resume
+
+        check_roles_resume(job, directory)
     if job.cluster.kind == "slurm":
         from launcher.backends.slurm.jobs import check_run_dir_is_free
         from launcher.backends.slurm.sbatch import check_run_dir
@@ -94,6 +94,23 @@ def run(cfg: DictConfig) -> Path:
     print(f"run dir    {directory}")
     _start(job, directory, point)
     return directory
+
+
+def _check_ppo_models(job: JobConfig) -> None:
+    """§5 items 13-14: every PPO role's model folder is there; one that starts from a reward model is a reward model
+    with the policy's vocabulary and tokenizer."""
+    from belle.config.ppo import missing_reward_model, present_roles, role_model_source, scores_from_reward_model
+    from belle.model.architecture import check_model_path, check_same_tokenizer
+    from belle.model.load import load_tokenizer
+
+    require(missing_reward_model(job) is None, missing_reward_model(job))
+    for role in present_roles(job):
+        model, key = role_model_source(job, role)
+        scoring = scores_from_reward_model(job, role)
+        check_model_path(model, key, policy=job.model if scoring else None)
+        if scoring and model.path is not None:
+            policy_tokenizer = job.model.tokenizer_path or job.model.path or load_tokenizer(job.model).name_or_path
+            check_same_tokenizer(model.path, key, policy_tokenizer)
 
 
 def _start(job: JobConfig, directory: Path, point: Point | None) -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 from belle import stop
 from belle.config import JobConfig
 from belle.rundir import DATA_CACHE, read_summary, write_atomic, write_summary
+from launcher.backends import Outcome
 
 BACKENDS = {"spmd": "launcher.backends.spmd", "roles": "launcher.backends.ray_roles"}
-"""A recipe's KIND → the backend module whose ``run(job, run_dir)`` trains it on the connected Ray."""
+"""A recipe's KIND → the backend module whose ``run(job, run_dir) -> Outcome`` trains it on the connected Ray."""
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
 
@@ -56,9 +57,10 @@ def graceful_stop(run_dir: Path):
             signal.signal(s, handler)
 
 
-def summarise(run_dir: Path, started: float, error: str | None) -> dict:
-    """What summary.json holds for an attempt that began at ``started``: failed (with ``error``), preempted (stopped
-    on request after a checkpoint) or completed, with the last logged loss and eval loss."""
+def summarise(run_dir: Path, started: float, outcome: Outcome) -> dict:
+    """What summary.json holds for an attempt that began at ``started`` and ended as ``outcome`` says: failed (with
+    its error), preempted (stopped on request after a checkpoint) or completed, with the last logged loss and eval
+    loss, the restarts (None: not counted) and a note (why it stopped early on its own)."""
     from belle.monitor.metrics import read_metrics
 
     stopped = stop.stopped_at(run_dir)
@@ -66,12 +68,14 @@ def summarise(run_dir: Path, started: float, error: str | None) -> dict:
     losses = [r for r in logged if r.get("loss") is not None]
     evals = [r for r in logged if r.get("eval_loss") is not None]
     return {
-        "status": "failed" if error else "preempted" if stopped is not None else "completed",
+        "status": "failed" if outcome.error else "preempted" if stopped is not None else "completed",
         "steps": stopped if stopped is not None else max((r["step"] for r in logged if "step" in r), default=0),
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
         "wall_time_s": round(time.time() - started, 1),
-        "error": error,
+        "restarts": outcome.restarts,
+        "note": outcome.note,
+        "error": outcome.error,
     }
 
 
@@ -101,12 +105,23 @@ def check_steps(job: JobConfig, splits: dict) -> None:
         )
 
 
+def check_roles_resume(job: JobConfig, run_dir: Path) -> None:
+    """Before any worker starts: the run's latest checkpoint resumes on the planned ranks and ZeRO stages of a roles
+    recipe (PPO), with its frozen model folders unchanged (belle.recipes.ppo.check_resume)."""
+    from belle import checkpoint
+    from belle.recipes.ppo import check_resume
+    from belle.rlhf.placement import placement_of
+
+    folder = checkpoint.latest(run_dir)
+    if folder is not None:
+        check_resume(job, folder, {role: pool.workers for pool in placement_of(job).pools for role in pool.roles})
+
+
 def launch(job: JobConfig, run_dir: Path) -> dict:
     """Prepare the data (unless cached), train ``job`` (resuming the run in ``run_dir`` if there is one) and write
     its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
     from importlib import import_module
 
-    from belle.data.records import DataError
     from belle.monitor.plot import plot_loss
     from belle.recipes import recipe
     from launcher.backends.ray_cluster import ray_for
@@ -119,22 +134,25 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     run = import_module(BACKENDS[kind]).run
     started = time.time()
     # replaced when this attempt ends; left as it is if the launcher dies first (SIGKILL, Ray's GCS gone)
-    write_summary(run_dir, summarise(run_dir, started, None) | {"status": "running", "error": RUNNING})
-    if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
-        try:
+    write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
+    try:
+        if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
             prepared = prepare_data(job)
             check_steps(job, prepared.meta["splits"])
             write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
-        except DataError as exc:  # bad data: nothing is started, the summary says why
-            write_summary(run_dir, summarise(run_dir, started, str(exc)))
-            raise
+        else:
+            check_roles_resume(job, run_dir)
+    except ValueError as exc:  # bad data, a checkpoint it cannot resume: nothing started, the summary says why
+        write_summary(run_dir, summarise(run_dir, started, Outcome(str(exc))))
+        raise
     with ray_for(job):
-        error = run(job, run_dir)
-    summary = summarise(run_dir, started, error)
+        outcome = run(job, run_dir)
+    summary = summarise(run_dir, started, outcome)
     write_summary(run_dir, summary)
     plot = plot_loss(run_dir)
     print(f"{summary['status']}: {summary['steps']} steps, loss {summary['final_loss']}, "
-          f"{summary['wall_time_s']} s; run dir {run_dir}" + (f", loss curve {plot}" if plot else ""))
+          f"{summary['wall_time_s']} s; run dir {run_dir}" + (f", loss curve {plot}" if plot else "")
+          + (f"; {summary['note']}" if summary["note"] else ""))
     if summary["status"] == "preempted":
         raise Preempted(f"the run stopped on request after saving step {summary['steps']}: run it again to resume")
     if summary["status"] != "completed":
@@ -164,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                      stopping=lambda: stop.requested(args.run_dir))
             except (StopRequested, RuntimeError, ConnectionError, ValueError) as exc:
                 if stop.requested(args.run_dir):  # preempted or cancelled while Ray came up (its nodes going too)
-                    write_summary(args.run_dir, summarise(args.run_dir, started, None) | {"status": "preempted"})
+                    write_summary(args.run_dir, summarise(args.run_dir, started, Outcome()) | {"status": "preempted"})
                     print("stopped on request while Ray was coming up", flush=True)
                     return EXIT_PREEMPTED
-                write_summary(args.run_dir, summarise(args.run_dir, started, str(exc)))  # bring-up failed
+                write_summary(args.run_dir, summarise(args.run_dir, started, Outcome(str(exc))))  # bring-up failed
                 raise RuntimeError(str(exc)) from None
             print(f"Ray is up: {len(args.nodes)} nodes ({' '.join(args.nodes)}), {c.world_size} workers", flush=True)
             launch(job, args.run_dir)

@@ -50,3 +50,20 @@ def cfg():
 def job(cfg):
     """compose(overrides) → the typed, checked JobConfig."""
     return lambda *overrides: to_job(cfg(*overrides))
+
+
+@pytest.fixture
+def local_world(workers_env, monkeypatch):
+    """For tests that build PPO roles in this process (a RoleHost of a world of one): its rendezvous variables, one
+    torch thread and the torch.distributed world are undone afterwards."""
+    import deepspeed
+    import torch
+
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    if torch.distributed.is_initialized():
+        deepspeed.comm.destroy_process_group()

@@ -243,17 +243,34 @@ def role_model(job, role: str) -> ModelConfig:
     """The model of ``role``: its own (roles.<role>.model), else the reward model for the reward role and for the
     critic under critic_init=reward (roles.reward.model, else the job's architecture loaded from
     method.ppo.reward_model), else the job's."""
+    return role_model_source(job, role)[0]
+
+
+def role_model_source(job, role: str) -> tuple[ModelConfig, str]:
+    """``role_model`` and the setting that names its folder (e.g. ``method.ppo.reward_model``)."""
     from dataclasses import replace
 
     roles, ppo = roles_settings(job), ppo_settings(job)
     own = roles.block(role).model
     if own is not None:
-        return own
-    if role == "reward" or (role == "critic" and ppo.critic_init == "reward"):
+        return own, f"roles.{role}.model.path"
+    if scores_from_reward_model(job, role):
         if roles.reward.model is not None:
-            return roles.reward.model
-        return replace(job.model, path=ppo.reward_model, tokenizer_path=job.model.tokenizer_path or job.model.path)
-    return job.model
+            return roles.reward.model, "roles.reward.model.path"
+        model = replace(job.model, path=ppo.reward_model, tokenizer_path=job.model.tokenizer_path or job.model.path)
+        return model, "method.ppo.reward_model"
+    return job.model, "model.path"
+
+
+def scores_from_reward_model(job, role: str) -> bool:
+    """Whether ``role`` starts from a reward model (a sequence-classification folder with a trained score head): the
+    reward role, and the critic under critic_init=reward."""
+    return role == "reward" or (role == "critic" and ppo_settings(job).critic_init == "reward")
+
+
+def frozen_roles(job) -> tuple[str, ...]:
+    """The present roles no checkpoint holds (reference, reward): a resume reloads them from their folders."""
+    return tuple(role for role in present_roles(job) if role not in TRAINED_ROLES)
 
 
 def missing_reward_model(job) -> str | None:

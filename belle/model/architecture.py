@@ -1,5 +1,6 @@
 """Hugging Face configs from the typed model config, and the check that a local model folder matches it."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,18 +42,20 @@ def hf_config(model: ModelConfig, pad_token_id: int = 3, eos_token_id: int = 2, 
     )
 
 
-def check_model_path(model: ModelConfig) -> None:
-    """Fail early when ``model.path`` is not a model folder or describes another architecture than ``model``."""
+def check_model_path(model: ModelConfig, key: str = "model.path", policy: ModelConfig | None = None) -> None:
+    """Fail early when ``model.path`` (set by ``key``) is not a model folder, or describes another architecture than
+    ``model``; where ``model`` is a reward model scoring ``policy``'s tokens, when it is not one (a
+    …ForSequenceClassification export with the policy's vocabulary size)."""
     if model.path is None:
         return
     folder = Path(model.path).expanduser()
     config_file = folder / "config.json"
     if not config_file.is_file():
         what = "has no config.json" if folder.is_dir() else "is not a folder" if folder.exists() else "does not exist"
-        raise ValueError(
-            f"model.path={model.path} {what}: point model.path at a Hugging Face model folder "
-            "(config.json + weights) or set model.path=null to build from the architecture numbers"
-        )
+        fix = (f"point {key} at a reward model's export folder (the export/ of a method=rm run)" if policy else
+               f"point {key} at a Hugging Face model folder (config.json + weights) or set {key}=null to build from "
+               "the architecture numbers")
+        raise ValueError(f"{key}={model.path} {what}: {fix}")
     try:
         found = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
@@ -60,18 +63,78 @@ def check_model_path(model: ModelConfig) -> None:
     kind = found.get("model_type")
     if kind is not None and kind != model.arch:
         raise ValueError(
-            f"model.path={model.path} holds a {kind} model but model={model.name} is model.arch={model.arch}: "
+            f"{key}={model.path} holds a {kind} model but model={model.name} is model.arch={model.arch}: "
             f"choose a model group of that architecture (python -m launcher --help lists them) or another folder"
         )
+    if policy is not None:
+        _check_reward_model(model, key, found, policy)
     for ours, theirs in _KEYS[model.arch].items():
         if theirs in found and found[theirs] != getattr(model, ours):
             raise ValueError(
-                f"model.path={model.path} has {theirs}={found[theirs]} but model={model.name} says "
+                f"{key}={model.path} has {theirs}={found[theirs]} but model={model.name} says "
                 f"{ours}={getattr(model, ours)}: choose the model group that matches the folder "
                 f"(or override model.{ours}={found[theirs]})"
             )
     if not any(next(config_file.parent.glob(pattern), None) for pattern in WEIGHT_FILES):
         raise ValueError(
-            f"model.path={model.path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}): copy the "
+            f"{key}={model.path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}): copy the "
             "model's weight files into it"
         )
+
+
+def _check_reward_model(model: ModelConfig, key: str, found: dict, policy: ModelConfig) -> None:
+    """§5 items 13-14: a reward model's folder holds a score head and the policy's vocabulary."""
+    architectures = found.get("architectures") or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ValueError(
+            f"{key}={model.path} holds a {', '.join(architectures) or 'model without a score head'}, not a reward "
+            f"model (…ForSequenceClassification): point {key} at a reward model's export folder (the export/ of a "
+            "method=rm run)"
+        )
+    vocab = found.get("vocab_size")
+    if vocab is not None and vocab != policy.vocab_size:
+        raise ValueError(
+            f"{key}={model.path} has vocab_size={vocab} but the policy's is {policy.vocab_size}: a reward model must "
+            f"score the policy's tokens: point {key} at a reward model trained with the policy's tokenizer "
+            "(method=rm from the policy or its base)"
+        )
+
+
+def check_same_tokenizer(folder: str, key: str, policy_folder: str) -> None:
+    """§5 item 13: refuse a reward model folder whose tokenizer files hold another vocabulary than the policy's
+    tokenizer folder (nothing to compare where either has none of the same kind)."""
+    theirs, ours = _vocabulary_fingerprint(folder), _vocabulary_fingerprint(policy_folder)
+    if theirs and ours and theirs[0] == ours[0] and theirs != ours:
+        raise ValueError(
+            f"{key}={folder} has another tokenizer than the policy's ({policy_folder}): its {theirs[0]} holds another "
+            f"vocabulary: point {key} at a reward model trained with the policy's tokenizer (method=rm from the "
+            "policy or its base)"
+        )
+
+
+def _vocabulary_fingerprint(folder: str) -> tuple[str, str] | None:
+    """(tokenizer file, SHA-256 of the vocabulary it holds) of a tokenizer folder, or None without one: the
+    vocabulary and merges of tokenizer.json or vocab.json (not their formatting, merge notation or added tokens), or
+    the bytes of a SentencePiece tokenizer.model."""
+    for name in ("tokenizer.json", "vocab.json", "tokenizer.model"):
+        path = Path(folder).expanduser() / name
+        if not path.is_file():
+            continue
+        if name == "tokenizer.model":
+            return name, hashlib.sha256(path.read_bytes()).hexdigest()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "model" in data:
+            merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges") or []]
+            data = {"vocab": data["model"].get("vocab"), "merges": merges}
+        return name, hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return None
+
+
+def folder_fingerprint(path: str) -> dict:
+    """What tells that a model folder changed: its config.json's SHA-256 and each weight file's size and mtime."""
+    folder = Path(path).expanduser()
+    weights = sorted({p for pattern in WEIGHT_FILES for p in folder.glob(pattern)})
+    return {
+        "config_sha256": hashlib.sha256((folder / "config.json").read_bytes()).hexdigest(),
+        "weights": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights},
+    }

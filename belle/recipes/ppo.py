@@ -1,8 +1,9 @@
 """PPO: the controller, run in the driver; its roles (belle.rlhf.roles) live in pools it reaches through ``RoleCalls``.
 
 Setup (prompts, the roles' world sizes, resume: the controller state restored from the latest checkpoint, which the
-roles have loaded themselves) → one step per rollout batch (prompts → generate → score, old log-probs, reference
-log-probs, values → experience → critic update, then actor update → KL controller, metrics, samples, checkpoint; a
+roles have loaded themselves) → one step per rollout batch (prompts → the actor's weights to a rollout pool of
+its own → generate, each rollout rank reporting its weights version → score, old log-probs, reference log-probs,
+values → experience → critic update, then actor update → KL controller, metrics, samples, checkpoint; a
 stop request saves and leaves; stop_kl stops cleanly) → export (the actor, as SFT exports).
 """
 
@@ -20,7 +21,15 @@ from typing import TYPE_CHECKING
 from belle import checkpoint, rundir, stop
 from belle.config import JobConfig
 from belle.config._checks import require
-from belle.config.ppo import TRAINED_ROLES, ppo_settings, present_roles, roles_settings, zero_stage
+from belle.config.ppo import (
+    TRAINED_ROLES,
+    frozen_roles,
+    ppo_settings,
+    present_roles,
+    role_model_source,
+    roles_settings,
+    zero_stage,
+)
 from belle.data.conversation import record_kind, to_turns, validate_text
 from belle.data.records import DataError, iter_records
 from belle.data.template import ASSISTANT_PREFIX, eos_token_id, segments, tokenize_batch
@@ -89,11 +98,11 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     moments = RunningMoments()
     state = {"step": 0, "prompt_cursor": 0, "first_response_length": None, "reward_mean": None, "kl_mean": None,
              "stopped": None}
+    frozen = frozen_fingerprints(job)
     folder = checkpoint.latest(run_dir)
     if folder is not None:
+        check_resume(job, folder, worlds)
         saved = read_controller(folder)
-        for role in TRAINED_ROLES:
-            check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
         state |= {key: saved[key] for key in state}
         kl_ctl.load_state_dict(saved["kl_controller"])
         moments.load_state_dict(saved["reward_moments"])
@@ -108,8 +117,8 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
         for role in TRAINED_ROLES:
             roles.call(role, "save", folder=str(folder / role), phase="save")
         placed = {role: {"world": world, "zero_stage": zero_stage(job, role)} for role, world in worlds.items()}
-        controller = state | {"epoch": stream.epoch, "roles": placed, "kl_controller": kl_ctl.state_dict(),
-                              "reward_moments": moments.state_dict()}
+        controller = state | {"epoch": stream.epoch, "roles": placed, "frozen": frozen,
+                              "kl_controller": kl_ctl.state_dict(), "reward_moments": moments.state_dict()}
         write_atomic(folder / CONTROLLER, json.dumps(controller, indent=2) + "\n")
         checkpoint.commit(run_dir, state["step"], job.train.keep_last)
 
@@ -124,11 +133,16 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
             return common.leave(job, run_dir, state, start, save, monitor)
         times: dict[str, float] = {}
 
-        # (1) prompts, (2) generate: each actor rank samples its shard
+        # (1) prompts, (2) generate: a rollout pool of its own gets the actor's weights first; each rank of the
+        # rollout (else of the actor) samples its shard
         chosen = [prompts[i] for i in stream.take(ppo.rollout_batch) for _ in range(ppo.samples_per_prompt)]
+        with _timed(times, "sync"):
+            own = roles.sync_weights(version=step, bucket_mb=roles_settings(job).rollout.sync_bucket_mb)
+        rollout = "rollout" if own else "actor"
         with _timed(times, "generate"):
-            shards = [[chosen[i].ids for i in part] for part in _rank_rows(len(chosen), worlds["actor"])]
-            generated = sum(roles.call("actor", "generate", shards, phase="generate", step=step), [])
+            shards = [[chosen[i].ids for i in part] for part in _rank_rows(len(chosen), roles.world(rollout))]
+            outputs = roles.call(rollout, "generate", shards, phase="generate", step=step)
+            generated = _versioned(outputs, step) if own else sum(outputs, [])
         responses, ended = zip(*(_cut(tokens, eos) for tokens in generated[:len(chosen)]), strict=True)
         batch = _pad_batch([p.ids for p in chosen], responses, pad)
         mask, ended = batch["response_mask"], torch.tensor(ended)
@@ -180,7 +194,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
             "response_length_mean": lengths.mean().item(), "response_length_max": lengths.max().item(),
             "truncated_share": 1 - ended.double().mean().item(),
             "length_drift": lengths.mean().item() / state["first_response_length"],
-            "gen_tokens_per_s": lengths.sum().item() / times["generate"],
+            "gen_tokens_per_s": lengths.sum().item() / times["generate"], "weights_version": step,
             **{f"time_{phase}_s": seconds for phase, seconds in times.items()},
         }
         for name in ("policy_loss", "value_loss"):
@@ -189,12 +203,12 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
         kl_ctl.update(record["kl"], len(chosen))
         state |= {"step": step, "prompt_cursor": stream.cursor, "reward_mean": record["reward_mean"],
                   "kl_mean": record["kl"]}
-        if common.due(job.monitor.log_every, step, total_steps):
+        stopping = ppo.stop_kl is not None and record["kl"] > ppo.stop_kl
+        if common.due(job.monitor.log_every, step, total_steps) or stopping:
             monitor.log(record)
             _warn_drift(record)
         if ppo.sample_every and step % ppo.sample_every == 0:
             _write_samples(run_dir, step, chosen, texts, scores)
-        stopping = ppo.stop_kl is not None and record["kl"] > ppo.stop_kl
         if common.due(job.train.save_every, step, total_steps) or stopping:
             save()
         if stopping:
@@ -266,6 +280,32 @@ def read_controller(folder: Path) -> dict:
     return json.loads((Path(folder) / CONTROLLER).read_text())
 
 
+def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int]) -> None:
+    """Refuse to resume checkpoint ``folder`` with a trained role on another world size or ZeRO stage (``worlds``:
+    role → ranks), or with a frozen role's model folder changed since the save (§5 items 24 and 25)."""
+    saved = read_controller(folder)
+    for role in TRAINED_ROLES:
+        check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
+    now = frozen_fingerprints(job)
+    for role, was in saved.get("frozen", {}).items():
+        model, key = role_model_source(job, role)
+        require(
+            was == now.get(role),
+            f"checkpoint {Path(folder).name} was saved with {key}={model.path} as it was then, but its config.json or "
+            "weight files have changed since: put that folder back as it was, or start a new run "
+            "(launcher.run_dir=<a new folder>)",
+        )
+
+
+def frozen_fingerprints(job: JobConfig) -> dict[str, dict | None]:
+    """Each frozen role's model folder as it is now (belle.model.architecture.folder_fingerprint; None: built from
+    the architecture numbers), kept in controller.json so that a resume can tell a changed folder."""
+    from belle.model.architecture import folder_fingerprint
+
+    models = {role: role_model_source(job, role)[0] for role in frozen_roles(job)}
+    return {role: folder_fingerprint(model.path) if model.path else None for role, model in models.items()}
+
+
 def check_resumable(saved: dict, folder: Path, role: str, world: int, stage: int) -> None:
     """Refuse to resume a trained role on another world size or ZeRO stage than it was saved with."""
     if role not in TRAINED_ROLES:
@@ -308,6 +348,16 @@ def _rank_rows(n: int, world: int) -> list[list[int]]:
     per_rank = -(-n // world)
     order = list(range(n)) + [0] * (per_rank * world - n)
     return [order[rank * per_rank:(rank + 1) * per_rank] for rank in range(world)]
+
+
+def _versioned(outputs: list[dict], step: int) -> list[list[int]]:
+    """Every rollout rank's responses, in rank order; a rank that generated with another step's weights is
+    refused."""
+    for rank, output in enumerate(outputs):
+        if output["version"] != step:
+            raise RuntimeError(f"role rollout rank {rank} generated step {step} with weights version "
+                               f"{output['version']}: stale weights; sync them first (RoleCalls.sync_weights)")
+    return sum((output["responses"] for output in outputs), [])
 
 
 def _cut(tokens: list[int], eos: int) -> tuple[list[int], bool]:

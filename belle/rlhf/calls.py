@@ -22,6 +22,10 @@ class RoleCalls(Protocol):
         goes to rank i as the first argument; None: every rank gets only ``kwargs``. ``phase`` (generate, score,
         reference, values, critic, actor, save…) names the call for timeouts and failure messages."""
 
+    def sync_weights(self, version: int, bucket_mb: int, *, phase: str = "sync") -> bool:
+        """Give a rollout pool of its own the actor's weights as ``version`` (buckets of ``bucket_mb`` MB) → True;
+        False: the rollout is the actor itself, which generates with its own weights."""
+
 
 class LocalRoles:
     """RoleCalls in this process: one pool (colocate_all) of world 1, a RoleHost hosting every role the job runs.
@@ -42,3 +46,6 @@ class LocalRoles:
         require(shards is None or len(shards) == 1, f"{len(shards or ())} shards for the 1 rank of {role}")
         self.log.append((role, method, phase))
         return [self.host.call(role, method, *(shards or ()), **kwargs)]
+
+    def sync_weights(self, version: int, bucket_mb: int, *, phase: str = "sync") -> bool:
+        return False  # one pool: the actor generates

@@ -1,5 +1,6 @@
 """PPO's roles as plain objects, one per process and role (belle.rlhf.host hosts those of a pool): ``Policy`` (the
-actor), ``Critic`` and ``Frozen`` (the reference policy, or the reward model).
+actor), ``Critic``, ``Frozen`` (the reference policy, or the reward model) and ``Rollout`` (an hf rollout pool of its
+own, fed the actor's weights by belle.rlhf.weight_sync; in the actor's pool the actor generates itself).
 
 A batch is a dict of CPU tensors for n sequences of a prompt left-padded to P tokens and a response right-padded
 to R: ``input_ids`` and ``attention_mask`` [n, P + R], ``response_mask`` [n, R] (true on response tokens up to and
@@ -25,6 +26,7 @@ from belle.config.ppo import TRAINED_ROLES, ppo_settings, role_model, roles_sett
 from belle.model.heads import CAUSAL_LM, SCORE
 from belle.recipes.common import CHECKPOINT_TAG
 from belle.rlhf.ppo_losses import entropy_from_logits, log_probs_from_logits, masked_mean, policy_loss, value_loss
+from belle.rlhf.weight_sync import SyncGroup, WeightStream
 
 
 @dataclass(frozen=True)
@@ -51,38 +53,21 @@ class Policy:
     loss. With LoRA its adapters switched off are the reference policy."""
 
     def __init__(self, job: JobConfig, worker: Worker):
-        from belle.data.pairs import score_pad_id
-        from belle.model.load import load_tokenizer
-
         self.job, self.worker, self.ppo = job, worker, ppo_settings(job)
         self.block = roles_settings(job).actor
         self.engine = _trained_engine(job, "actor", job.optim, worker, CAUSAL_LM)
-        self.tokenizer = load_tokenizer(job.model)
-        self.pad, self.eos = score_pad_id(self.tokenizer), self.tokenizer.eos_token_id
+        self.sampler = Sampler(job, worker.rank)
+        self.weights, self.sync = WeightStream(self.engine.module), None
 
-    @torch.no_grad()
     def generate(self, prompts: list[list[int]], step: int) -> list[list[int]]:
-        """Sample one response per prompt (token ids, as generated: up to max_new_tokens, pad after an EOS). The RNG
-        is reseeded from (seed, step, rank), so a resumed step samples the same tokens."""
+        """``Sampler.sample``'s responses, by the actor's own weights (an hf rollout in the actor's pool)."""
         import deepspeed
-        from transformers import GenerationConfig
 
-        torch.manual_seed(step_seed(self.job.train.seed, step, self.worker.rank))
-        batch = left_pad(prompts, self.pad)
-        module, ppo = self.engine.module, self.ppo
         zero3 = self.engine.zero_optimization_partition_weights()
         gather = zero3 and roles_settings(self.job).rollout.gather_weights
-        config = GenerationConfig(
-            do_sample=True, temperature=ppo.temperature, top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens,
-            pad_token_id=self.pad, eos_token_id=self.eos,
-        )
-        weights = deepspeed.zero.GatheredParameters(list(module.parameters())) if gather else nullcontext()
-        with weights, _generating(module):
-            out = module.generate(
-                **{k: v.to(self.engine.device) for k, v in batch.items()}, generation_config=config,
-                synced_gpus=zero3 and not gather,
-            )
-        return out[:, batch["input_ids"].shape[1]:].tolist()
+        module = self.engine.module
+        with deepspeed.zero.GatheredParameters(list(module.parameters())) if gather else nullcontext():
+            return self.sampler.sample(module, prompts, step, self.engine.device, synced_gpus=zero3 and not gather)
 
     @torch.no_grad()
     def log_probs(self, batch: dict, adapters: bool = True) -> torch.Tensor:
@@ -123,7 +108,29 @@ class Policy:
         """The policy in Hugging Face format into ``folder`` (belle.model.export; collective over the pool)."""
         from belle.model.export import export
 
-        export(self.engine, self.job.model, self.job.method.lora, self.tokenizer, Path(folder))
+        export(self.engine, self.job.model, self.job.method.lora, self.sampler.tokenizer, Path(folder))
+
+    # a rollout pool of its own: RoleGroups.sync_weights calls these on every actor rank; rank 0 sends
+    def open_sync(self, master_addr: str, master_port: int, world: int) -> None:
+        """Rank 0 opens the sync group as its rank 0 (its TCPStore's host)."""
+        if self.worker.rank == 0:
+            self.sync = SyncGroup(master_addr, master_port, 0, world, self.job.cluster.collective_timeout_s,
+                                  self.weights)
+
+    def weight_buckets(self, bucket_mb: int) -> int:
+        """Buckets of a sync."""
+        return len(self.weights.buckets(bucket_mb))
+
+    def send_bucket(self, index: int, bucket_mb: int) -> None:
+        """Gather bucket ``index`` (every rank under ZeRO-3); rank 0 broadcasts it, LoRA merged in."""
+        bucket = self.weights.buckets(bucket_mb)[index]
+        with self.weights.gathered(bucket):
+            if self.sync is not None:
+                self.sync.broadcast(self.weights.pack(bucket, self.sync.device))
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights a sync sends (collective: every rank)."""
+        return self.weights.digest()
 
 
 class Critic:
@@ -194,7 +201,44 @@ class Frozen:
         return torch.cat(out)
 
 
-ROLE_CLASSES = {"actor": Policy, "critic": Critic, "reference": Frozen, "reward": Frozen}
+class Rollout:
+    """A rollout pool of its own (roles.rollout.engine=hf): a plain Hugging Face causal LM of the actor's model, no
+    optimizer. It samples as the actor does, with the weights of its last sync, whose version it reports."""
+
+    def __init__(self, job: JobConfig, worker: Worker):
+        self.job, self.worker = job, worker
+        self.sampler = Sampler(job, worker.rank)
+        self.model = _inference_model(job, role_model(job, "actor"), worker, CAUSAL_LM).to(_local_device())
+        self.weights, self.sync = WeightStream(self.model), None
+        self.version: int | None = None
+        """The step whose weights it holds; None before the first sync completes."""
+
+    def generate(self, prompts: list[list[int]], step: int) -> dict:
+        """``Sampler.sample``'s responses, and the weights version they come from."""
+        return {"responses": self.sampler.sample(self.model, prompts, step, _device(self.model)),
+                "version": self.version}
+
+    def open_sync(self, master_addr: str, master_port: int, world: int) -> None:
+        """Join the sync group as its rank 1 + this rank."""
+        self.sync = SyncGroup(master_addr, master_port, 1 + self.worker.rank, world,
+                              self.job.cluster.collective_timeout_s, self.weights)
+
+    def receive_bucket(self, index: int, bucket_mb: int, version: int, last: bool) -> int | None:
+        """Take bucket ``index`` from actor rank 0 into the model → the version held: ``version`` after the last
+        bucket, None while a sync is under way."""
+        bucket = self.weights.buckets(bucket_mb)[index]
+        data = torch.empty(sum(t.nbytes for t in bucket), dtype=torch.uint8, device=self.sync.device)
+        self.sync.broadcast(data)
+        self.weights.unpack(bucket, data)
+        self.version = version if last else None
+        return self.version
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights held, as Policy.weights_digest."""
+        return self.weights.digest()
+
+
+ROLE_CLASSES = {"actor": Policy, "critic": Critic, "reference": Frozen, "reward": Frozen, "rollout": Rollout}
 
 
 def build_role(role: str, job: JobConfig, worker: Worker):
@@ -204,6 +248,36 @@ def build_role(role: str, job: JobConfig, worker: Worker):
 
 
 # --- shared pieces: batches, forward inputs, engines, checkpoints, stats ---------------------------------------------
+
+
+class Sampler:
+    """How PPO samples responses (method.ppo's temperature and top_p, up to max_new_tokens, the tokenizer's pad
+    and EOS) in this rank: shared by Policy and Rollout."""
+
+    def __init__(self, job: JobConfig, rank: int):
+        from transformers import GenerationConfig
+
+        from belle.data.pairs import score_pad_id
+        from belle.model.load import load_tokenizer
+
+        ppo = ppo_settings(job)
+        self.seed, self.rank, self.tokenizer = job.train.seed, rank, load_tokenizer(job.model)
+        self.pad = score_pad_id(self.tokenizer)
+        self.config = GenerationConfig(
+            do_sample=True, temperature=ppo.temperature, top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens,
+            pad_token_id=self.pad, eos_token_id=self.tokenizer.eos_token_id,
+        )
+
+    @torch.no_grad()
+    def sample(self, module, prompts: list[list[int]], step: int, device, synced_gpus: bool = False) -> list[list[int]]:
+        """One response per prompt by ``module`` (token ids, as generated: up to max_new_tokens, pad after an EOS).
+        The RNG is reseeded from (seed, step, rank), so a resumed step samples the same tokens."""
+        torch.manual_seed(step_seed(self.seed, step, self.rank))
+        batch = left_pad(prompts, self.pad)
+        with _generating(module):
+            out = module.generate(**{k: v.to(device) for k, v in batch.items()}, generation_config=self.config,
+                                  synced_gpus=synced_gpus)
+        return out[:, batch["input_ids"].shape[1]:].tolist()
 
 
 def left_pad(prompts: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
@@ -310,21 +384,34 @@ def _frozen_model(job: JobConfig, role: str, worker: Worker, task: str):
     whole model on this process's device."""
     import deepspeed
 
-    from belle.model.load import build_model
     from belle.strategy.deepspeed import deepspeed_config
-    from belle.strategy.engine import DTYPES, _partitioned_build
+    from belle.strategy.engine import _partitioned_build
 
     strategy = _role_strategy(job, role, worker.world)
-    dtype = getattr(torch, DTYPES[strategy.precision])
     config = {k: v for k, v in deepspeed_config(strategy, job.optim, worker.world).items() if k != "optimizer"}
     zero3 = strategy.zero_stage == 3
     with _partitioned_build(config) if zero3 else nullcontext():
-        net = build_model(role_model(job, role), worker.attention, dtype=dtype, seed=job.train.seed, task=task)
-    net.requires_grad_(False)
-    _no_dropout(net)
+        net = _inference_model(job, role_model(job, role), worker, task)
     if zero3:
         return deepspeed.initialize(model=net, config=config)[0]
-    return net.to(torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu")
+    return net.to(_local_device())
+
+
+def _inference_model(job: JobConfig, model, worker: Worker, task: str):
+    """``model`` built for inference in strategy.precision: no gradients, no dropout."""
+    from belle.model.load import build_model
+    from belle.strategy.engine import DTYPES
+
+    dtype = getattr(torch, DTYPES[job.strategy.precision])
+    net = build_model(model, worker.attention, dtype=dtype, seed=job.train.seed, task=task)
+    net.requires_grad_(False)
+    _no_dropout(net)
+    return net
+
+
+def _local_device() -> torch.device:
+    """This process's GPU, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def save_engine(engine, folder: Path, rank: int) -> None:

@@ -1,2 +1,17 @@
 """Where a validated, planned job runs: where Ray comes from (ray_cluster: embedded, existing, or brought up by a
-Slurm job), what runs on it (spmd: one worker group of an SPMD recipe), and Slurm's side (slurm/)."""
+Slurm job), what runs on it (spmd: one worker group of an SPMD recipe; ray_roles: a roles recipe's placed pools, each
+``run`` returning an Outcome), and Slurm's side (slurm/)."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a backend's ``run`` ended, for summary.json."""
+
+    error: str | None = None
+    """Why training failed, in one line; None: it completed, or stopped on request or on its own."""
+    restarts: int | None = None
+    """Times the workers were rebuilt from the latest checkpoint (within train.max_failures); None: not counted."""
+    note: str | None = None
+    """Why training stopped early on its own (e.g. ``KL 12.3 > method.ppo.stop_kl=10 at step 7``)."""

@@ -30,6 +30,7 @@ from typing import Any
 from belle import rundir
 from belle.config import JobConfig
 from belle.rlhf.placement import Placement, placement_of
+from launcher.backends import Outcome
 
 SLURM_SHARE = 0.001
 """Each bundle's share of its Slurm node's resource (``slurm-node:NAME``, 1 per node): pins it to that node."""
@@ -197,20 +198,20 @@ class RoleGroups:
         refs = [r.worker.call.remote(role, method, *args, **kwargs) for r, args in zip(ranks, first, strict=True)]
         return self._gather(refs, [(r, role) for r in ranks], phase)
 
-    def sync_weights(self, version: int, bucket_mb: int, *, phase: str = "sync") -> None:
-        """Give a rollout pool of its own the actor's weights as ``version`` (nothing to do for a rollout in the
-        actor's pool). Actor rank 0 broadcasts them in buckets of ``bucket_mb`` MB over a sync group {actor rank 0,
-        every rollout rank}, opened at an attempt's first sync; each bucket is one Ray call per rank, every actor
-        rank taking part in gathering it. Raises RoleFailure as ``call`` does, or when a rollout rank then holds
-        another version.
+    def sync_weights(self, version: int, bucket_mb: int, *, phase: str = "sync") -> bool:
+        """Give a rollout pool of its own the actor's weights as ``version`` → True (False, and nothing done: the
+        rollout is in the actor's pool). Actor rank 0 broadcasts them in buckets of ``bucket_mb`` MB over a sync
+        group {actor rank 0, every rollout rank}, opened at an attempt's first sync; each bucket is one Ray call per
+        rank, every actor rank taking part in gathering it. Raises RoleFailure as ``call`` does, or when a rollout
+        rank then holds another version.
 
         Role methods used: actor and rollout ``open_sync(master_addr, master_port, world)`` (actor rank 0 is sync
         rank 0, rollout rank r is 1 + r); actor ``weight_buckets(bucket_mb) -> int`` (the same on every rank) and
-        ``send_bucket(index, bucket_mb)``; rollout ``receive_bucket(index, version, last) -> int`` (the version it
-        holds)."""
+        ``send_bucket(index, bucket_mb)``; rollout ``receive_bucket(index, bucket_mb, version, last) -> int`` (the
+        version it holds)."""
         actor, rollout = self._pools[self._pool_of["actor"]], self._pools[self._pool_of["rollout"]]
         if actor is rollout:
-            return
+            return False
         targets = [(r, "actor") for r in actor] + [(r, "rollout") for r in rollout]
 
         def both(sending: tuple[str, dict], receiving: tuple[str, dict]) -> list:
@@ -226,13 +227,15 @@ class RoleGroups:
         refs = []  # every bucket's calls at once: each actor runs its calls in order, one at a time
         for index in range(count):
             refs += both(("send_bucket", {"index": index, "bucket_mb": bucket_mb}),
-                         ("receive_bucket", {"index": index, "version": version, "last": index == count - 1}))
+                         ("receive_bucket", {"index": index, "bucket_mb": bucket_mb, "version": version,
+                                             "last": index == count - 1}))
         held = self._gather(refs, targets * count, phase)[-len(rollout):]
         for rank, was in zip(rollout, held, strict=True):
             if was != version:
                 raise RoleFailure(f"{rank.name('rollout')} holds weights version {was} after the sync of version "
                                   f"{version} in phase {phase}: its receive_bucket must take the version at the last "
                                   "bucket")
+        return True
 
     def _gather(self, refs: list, targets: list[Target], phase: str) -> list:
         return _gather(refs, targets, phase, self.phase_timeout_s, "method.ppo.phase_timeout_s", self.run_dir)
@@ -375,9 +378,9 @@ def _slurm_nodes(job: JobConfig) -> list[str] | None:
     return listed.stdout.split()
 
 
-def run(job: JobConfig, run_dir: Path) -> str | None:
-    """Train ``job``'s roles recipe on the connected Ray; return None when training ended (completed, or stopped on
-    request), else why it failed (one line)."""
+def run(job: JobConfig, run_dir: Path) -> Outcome:
+    """Train ``job``'s roles recipe on the connected Ray → how it ended: why it failed (one line), the restarts, and
+    why the recipe stopped early (its state's ``stopped``, e.g. method.ppo.stop_kl)."""
     from belle.config.ppo import ppo_settings
     from belle.recipes import recipe
     from belle.rlhf.host import RoleHost
@@ -389,10 +392,11 @@ def run(job: JobConfig, run_dir: Path) -> str | None:
 
 def run_roles(job: JobConfig, run_dir: Path, placement: Placement, *, host: type,
               train: Callable[[JobConfig, Path, RoleGroups], Any], placement_timeout_s: float,
-              phase_timeout_s: float) -> str | None:
+              phase_timeout_s: float) -> Outcome:
     """``run`` with its parts given: place ``placement``'s pools, host their roles with ``host``, and call
-    ``train(job, run_dir, groups)``; a RoleFailure removes everything and, within train.max_failures, starts again
-    (``train`` resumes from the latest checkpoint). Nothing of an attempt outlives it."""
+    ``train(job, run_dir, groups)``, which returns its state (a dict, or None); a RoleFailure removes everything
+    and, within train.max_failures, starts again (``train`` resumes from the latest checkpoint). Nothing of an
+    attempt outlives it."""
     import ray
 
     run_dir = Path(run_dir)
@@ -409,15 +413,17 @@ def run_roles(job: JobConfig, run_dir: Path, placement: Placement, *, host: type
             pools = attempt.start(job, run_dir, placement, placed, host, placement_timeout_s)
             write_placement(run_dir, pools)
             attempt.setup(pools, run_dir, job.train.hang_first_step_s)
-            train(job, run_dir, RoleGroups(pools, run_dir, phase_timeout_s))
-            return None
+            state = train(job, run_dir, RoleGroups(pools, run_dir, phase_timeout_s)) or {}
+            return Outcome(restarts=restarts, note=state.get("stopped"))
         except PlacementTimeout as error:
-            return str(error)
+            return Outcome(str(error), restarts)
         except RoleFailure as failure:
             if restarts == job.train.max_failures:
-                return str(failure)
+                return Outcome(str(failure), restarts)
             restarts += 1
             print(f"error: {failure}; restarting every role from the latest checkpoint (restart {restarts} of "
                   f"train.max_failures={job.train.max_failures})", file=sys.stderr, flush=True)
+        except (ValueError, RuntimeError) as error:  # the controller's own (a NaN loss, a refused resume): no restart
+            return Outcome(str(error), restarts)
         finally:
             attempt.close()

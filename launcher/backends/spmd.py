@@ -7,6 +7,7 @@ from pathlib import Path
 
 from belle import rundir
 from belle.config import JobConfig
+from launcher.backends import Outcome
 
 WORKER_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every progress line reaches the console twice
@@ -68,9 +69,9 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[-1]
 
 
-def run(job: JobConfig, run_dir: Path) -> str | None:
-    """Train ``job`` on the connected Ray; return None when training ended (completed, or stopped on request), else
-    why it failed."""
+def run(job: JobConfig, run_dir: Path) -> Outcome:
+    """Train ``job`` on the connected Ray → why it failed (None when it completed or stopped on request); Ray Train
+    restarts its workers without counting them for us (restarts None)."""
     from ray.train import TrainingFailedError
 
     from launcher.watchdog import HangWatchdog, on_ray_node
@@ -86,5 +87,5 @@ def run(job: JobConfig, run_dir: Path) -> str | None:
         with watchdog:
             trainer(job, run_dir).fit()
     except TrainingFailedError as failure:
-        return getattr(watchdog, "hang", None) or _reason(failure)
-    return None
+        return Outcome(getattr(watchdog, "hang", None) or _reason(failure))
+    return Outcome()

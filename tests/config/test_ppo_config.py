@@ -9,9 +9,12 @@ from belle.config.ppo import (
     KlConfig,
     PpoConfig,
     RewardConfig,
+    frozen_roles,
     missing_reward_model,
     present_roles,
     role_model,
+    role_model_source,
+    scores_from_reward_model,
     zero_stage,
 )
 from belle.config.roles import RoleConfig, RolesConfig
@@ -125,6 +128,19 @@ def test_roles_stages_and_models_follow_the_job(job):
     lora.roles = RolesConfig(reward=RoleConfig(model=rm, zero_stage=3))
     assert role_model(lora, "critic") is rm and role_model(lora, "reward") is rm
     assert zero_stage(lora, "reward") == 3
+
+
+def test_each_roles_folder_is_named_by_its_setting_and_the_frozen_ones_are_known(job):
+    full = job("method=ppo", "data=sample_prompts", "method.ppo.reward_model=/models/rm")
+    assert [role_model_source(full, role)[1] for role in present_roles(full)] == [
+        "model.path", "method.ppo.reward_model", "model.path", "method.ppo.reward_model"]  # actor critic ref reward
+    assert [scores_from_reward_model(full, role) for role in present_roles(full)] == [False, True, False, True]
+    assert frozen_roles(full) == ("reference", "reward")
+    full.roles = RolesConfig(reward=RoleConfig(model=dataclasses.replace(full.model, path="/models/rm2")))
+    assert role_model_source(full, "reward")[1] == role_model_source(full, "critic")[1] == "roles.reward.model.path"
+    rule = job("method=ppo_lora", "data=sample_prompts", "method.ppo.reward.source=rule",
+               "method.ppo.reward.rule=chinese_ratio", "method.ppo.critic_init=policy")
+    assert frozen_roles(rule) == () and not scores_from_reward_model(rule, "critic")
 
 
 def test_a_job_without_a_ppo_block_names_the_method(job):

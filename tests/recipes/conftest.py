@@ -2,9 +2,6 @@
 model and the bundled pairs, the data prepared first as the launcher does; no Ray (the launcher's own tests cover
 it)."""
 
-import json
-from pathlib import Path
-
 import pytest
 
 
@@ -28,7 +25,3 @@ def train_recipe(job, tmp_path, workers_env):
 
     return _train
 
-
-def metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -4,8 +4,9 @@ plain float64 Hugging Face loop, the precomputed reference equals the one comput
 import math
 
 import pytest
-from conftest import metrics
 from distributed import spawn
+
+from belle.monitor.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ def test_full_fine_tuning_starts_at_ln2_and_learns_against_its_precomputed_refer
     job, run_dir = train_recipe("method=dpo", *DPO, "optim.lr=3e-4", "train.max_steps=20", "method.dpo.beta=0.5",
                                 "train.eval_every=10")
     assert job.method.dpo_reference == "precomputed"
-    lines = metrics(run_dir)
+    lines = read_metrics(run_dir)
     assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert lines[0]["rewards/chosen"] == pytest.approx(0, abs=1e-5) and lines[0]["margin"] == pytest.approx(0, abs=1e-5)
     # batches of 8 pairs are noisy: the means of the first and the last 10 steps (measured 0.53 → 1.06, 0.66 → 0.80)
@@ -35,7 +36,7 @@ def test_full_fine_tuning_starts_at_ln2_and_learns_against_its_precomputed_refer
 def test_lora_starts_at_ln2_against_the_adapters_switched_off(train_recipe):
     job, run_dir = train_recipe("method=dpo_lora", *DPO, "optim.lr=1e-2", "train.max_steps=2")
     assert job.method.dpo_reference == "adapters_off"
-    lines = metrics(run_dir)
+    lines = read_metrics(run_dir)
     assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert lines[1]["loss"] != lines[0]["loss"]  # the adapters trained: the policy left its reference
     assert (run_dir / "export" / "adapter").is_dir()

@@ -24,23 +24,6 @@ METRICS = ("reward_mean", "reward_std", "reward_min", "reward_max", "kl", "kl_co
 
 
 @pytest.fixture
-def local_world(workers_env, monkeypatch):
-    """What a RoleHost sets up in this process, undone afterwards: its rendezvous variables, one torch thread, the
-    torch.distributed world of one."""
-    import deepspeed
-    import torch
-
-    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if torch.distributed.is_initialized():
-        deepspeed.comm.destroy_process_group()
-
-
-@pytest.fixture
 def ppo_job(job, local_world):
     """``ppo_job(*overrides, **ppo)``: a full fine-tuning job (ZeRO-2, fp32, W&B off) on the bundled prompts with a
     method.ppo block (chinese_ratio rule, critic from the policy, 8 prompts, 12 new tokens, mini-batches of 4)."""
@@ -80,6 +63,9 @@ class Watch:
 
     def world(self, role: str) -> int:
         return self.roles.world(role)
+
+    def sync_weights(self, version, bucket_mb, *, phase="sync"):
+        return self.roles.sync_weights(version, bucket_mb, phase=phase)
 
     def call(self, role, method, shards=None, *, phase, **kwargs):
         results = self.roles.call(role, method, shards, phase=phase, **kwargs)

@@ -4,7 +4,8 @@ another question): it learns to rank them on held-out pairs, and its export scor
 import json
 
 import pytest
-from conftest import metrics
+
+from belle.monitor.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def _reloaded_stats(job, export) -> dict:
 def test_the_reward_model_ranks_held_out_pairs_and_its_export_scores_alike(train_recipe):
     job, run_dir = train_recipe(*RM, "data.eval_samples=100", "optim.lr=1e-3", "train.epochs=2",
                                 "monitor.log_every=4", "train.eval_every=12")
-    lines = metrics(run_dir)
+    lines = read_metrics(run_dir)
     held_out = [line["eval_accuracy"] for line in lines if "eval_accuracy" in line]
     assert len(held_out) == 2 and held_out[-1] >= 0.7, held_out  # measured 0.83
     assert lines[-1]["accuracy"] > 0.8 and lines[-1]["margin"] > lines[0]["margin"]

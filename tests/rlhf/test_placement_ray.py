@@ -100,10 +100,10 @@ class SyncHost(ProbeHost):
             per = _per_bucket(bucket_mb)
             self.group.broadcast(_weights(self.updates)[index * per:(index + 1) * per].clone(), 0).wait()
 
-    def receive_bucket(self, role, index, version, last):
+    def receive_bucket(self, role, index, bucket_mb, version, last):
         import torch
 
-        per = _per_bucket(SYNC_BUCKET_MB)
+        per = _per_bucket(bucket_mb)
         self.received.append(torch.empty(min(per, WEIGHTS - index * per)))
         self.group.broadcast(self.received[-1], 0).wait()
         if last:
@@ -215,7 +215,7 @@ def _rows(run_dir: Path, role: str) -> list[dict]:
 def _run(job, run_dir: Path, placement, train, placement_timeout_s: float = 60, phase_timeout_s: float = 60,
          host: type = ProbeHost):
     return run_roles(job, run_dir, placement, host=host, train=train, placement_timeout_s=placement_timeout_s,
-                     phase_timeout_s=phase_timeout_s)
+                     phase_timeout_s=phase_timeout_s).error
 
 
 def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):

@@ -14,21 +14,6 @@ RESPONSES = [[20, 21, 2], [22, 23, 24, 25, 26], [27]]  # 2 is the EOS
 
 
 @pytest.fixture
-def local_world(workers_env, monkeypatch):
-    """What a RoleHost sets up in this process, undone afterwards (as tests/recipes/test_ppo_loop.py)."""
-    import deepspeed
-
-    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if torch.distributed.is_initialized():
-        deepspeed.comm.destroy_process_group()
-
-
-@pytest.fixture
 def hosted(job, local_world, tmp_path):
     """``hosted(*overrides, roles=…, placed=RolesConfig(…), **ppo)`` → the role objects of a PPO job built in this
     process."""

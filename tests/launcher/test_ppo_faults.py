@@ -1,0 +1,192 @@
+"""PPO's faults through `python -m launcher +exp=ppo_math_rule +smoke=tiny` (2 CPU workers, every role on both; the
+design's §3 "With Ray" (c), (d), (e)): SIGTERM saves, exits 75 and the rerun continues as an uninterrupted run does; a
+killed critic rank restarts every role from the latest checkpoint (train.max_failures=1) or fails the run naming
+role, rank and phase; a stopped PoolWorker fails its phase after method.ppo.phase_timeout_s. No Ray process of a test
+outlives it."""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from processes import MARK, own_processes
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+STEPS, SAVE_EVERY = 5, 2
+PPO = ("+exp=ppo_math_rule", "+smoke=tiny", f"train.max_steps={STEPS}", f"train.save_every={SAVE_EVERY}",
+       "monitor.log_every=1", "method.ppo.max_new_tokens=16", "method.ppo.reward.rule=chinese_ratio", "optim.lr=1e-3")
+"""Short responses, a dense reward and a large learning rate: quick steps whose metrics tell apart any state the
+resume would get wrong."""
+NO_WANDB, OFFLINE = "monitor.wandb_mode=disabled", "monitor.wandb_mode=offline"
+COMPARED = ("reward_mean", "kl", "policy_loss", "value_loss")
+LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
+
+
+@pytest.fixture
+def launcher(tmp_path, workers_env, monkeypatch):
+    """``launcher(*args, log=path)`` starts ``python -m launcher ARGS`` (W&B offline, files under tmp_path) and
+    returns the Popen; every test ends with no Ray process of its own left."""
+    monkeypatch.setenv(MARK, uuid.uuid4().hex)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    ray_temp = tempfile.mkdtemp(prefix="belle-test-ray-", dir="/tmp")  # short: Ray's unix sockets live in it
+    started = []
+
+    def _start(*args: str, log: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "launcher", *args, f"cluster.ray_temp_dir={ray_temp}"], cwd=tmp_path,
+            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    _wait_until_ray_is_gone()
+    shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def _wait_until_ray_is_gone(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while own_processes(LEFTOVERS) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not own_processes(LEFTOVERS), "Ray or wandb processes outlived the run"
+
+
+def _finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> str:
+    process.wait(timeout=timeout)
+    output = log.read_text()
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _latest(run_dir: Path) -> int:
+    """The step of the run's latest checkpoint (0: none yet)."""
+    pointer = run_dir / "checkpoints" / "latest"
+    return json.loads(pointer.read_text())["step"] if pointer.is_file() else 0
+
+
+def _wait_for(reached, what: str, process: subprocess.Popen, timeout: float = 200) -> None:
+    """Until ``reached()`` holds, while the launcher runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if reached():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen (launcher exit code {process.poll()})")
+
+
+def _wait_for_step(run_dir: Path, step: int, process: subprocess.Popen) -> None:
+    """Until metrics.jsonl holds ``step`` (the next one is under way)."""
+    _wait_for(lambda: any(r["step"] >= step for r in _metrics(run_dir)), f"step {step} logged", process)
+
+
+def _pid(run_dir: Path, role: str, rank: int) -> int:
+    """The pid of ``role``'s rank in placement.json."""
+    return json.loads((run_dir / "placement.json").read_text())["roles"][role][rank]["pid"]
+
+
+def test_a_stopped_run_resumes_as_if_never_stopped(launcher, tmp_path):
+    """(c) SIGTERM during step ~3: checkpoint, "preempted", exit 75; the rerun's steps equal an uninterrupted run's."""
+    whole = tmp_path / "whole"
+    _finish(launcher(f"launcher.run_dir={whole}", *PPO, NO_WANDB, log=tmp_path / "whole.log"), tmp_path / "whole.log")
+
+    run_dir = tmp_path / "stopped"
+    first = launcher(f"launcher.run_dir={run_dir}", *PPO, OFFLINE, log=tmp_path / "first.log")
+    _wait_for_step(run_dir, 2, first)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 75, (tmp_path / "first.log").read_text()[-3000:]
+    summary = _summary(run_dir)
+    stopped_at = summary["steps"]
+    assert summary["status"] == "preempted" and 2 <= stopped_at < STEPS and _latest(run_dir) == stopped_at
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    _wait_until_ray_is_gone()
+
+    output = _finish(launcher(f"launcher.run_dir={run_dir}", *PPO, OFFLINE, log=tmp_path / "second.log"),
+                     tmp_path / "second.log")
+    assert f"step {stopped_at + 1}/{STEPS} " in output and f"step {stopped_at}/{STEPS} " not in output
+    assert _summary(run_dir)["status"] == "completed"
+    assert (run_dir / "wandb_id").read_text().strip() == run_id
+    resumed, uninterrupted = _metrics(run_dir), _metrics(whole)
+    assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted] == list(range(1, STEPS + 1))
+    for ours, theirs in zip(resumed, uninterrupted, strict=True):
+        for key in COMPARED:
+            assert ours[key] == pytest.approx(theirs[key], abs=1e-5), (ours["step"], key)
+
+
+def test_a_killed_critic_rank_restarts_every_role_from_the_latest_checkpoint(launcher, tmp_path):
+    """(d) with train.max_failures=1: the run completes with one restart, redoing at most save_every steps."""
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = launcher(f"launcher.run_dir={run_dir}", *PPO, NO_WANDB, "train.max_failures=1", log=log)
+    _wait_for(lambda: _latest(run_dir) >= SAVE_EVERY, "the first checkpoint", process)
+    saved, pid = _latest(run_dir), _pid(run_dir, "critic", 1)
+    logged = max(r["step"] for r in _metrics(run_dir))
+    os.kill(pid, signal.SIGKILL)
+    output = _finish(process, log)
+
+    summary = _summary(run_dir)
+    assert (summary["status"], summary["steps"], summary["restarts"]) == ("completed", STEPS, 1)
+    assert logged - saved <= SAVE_EVERY  # the steps lost
+    assert "restarting every role from the latest checkpoint (restart 1 of train.max_failures=1)" in output
+    assert output.count(f"step 1/{STEPS} ") == 1, "the restart resumed from the checkpoint"
+    assert [r["step"] for r in _metrics(run_dir)] == list(range(1, STEPS + 1))
+    assert _pid(run_dir, "critic", 1) != pid
+
+
+def test_a_killed_critic_rank_fails_the_run_naming_role_rank_and_phase(launcher, tmp_path):
+    """(d) with train.max_failures=0: failed within 30 s, summary.json naming role, rank, pid and phase."""
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = launcher(f"launcher.run_dir={run_dir}", *PPO, NO_WANDB, "train.max_failures=0", log=log)
+    _wait_for_step(run_dir, 2, process)
+    pid = _pid(run_dir, "critic", 1)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == 1, log.read_text()[-3000:]
+    assert time.monotonic() - killed < 30
+
+    summary = _summary(run_dir)
+    assert summary["status"] == "failed" and summary["restarts"] == 0
+    assert re.fullmatch(rf"role \w+ rank 1 \(node [\d.]+, pid {pid}\) died during phase \w+: .+", summary["error"]), \
+        summary["error"]
+
+
+def test_a_stopped_pool_worker_fails_its_phase_after_the_timeout(launcher, tmp_path):
+    """(e) SIGSTOP a PoolWorker with method.ppo.phase_timeout_s=20: a failure naming the stalled rank and phase."""
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = launcher(f"launcher.run_dir={run_dir}", *PPO, NO_WANDB, "method.ppo.phase_timeout_s=20", log=log)
+    _wait_for_step(run_dir, 1, process)
+    pid = _pid(run_dir, "actor", 1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert process.wait(timeout=120) == 1, log.read_text()[-3000:]
+    finally:  # never leave a stopped process behind
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+    error = _summary(run_dir)["error"]
+    assert re.match(rf"role \w+ rank 1 \(node [\d.]+, pid {pid}\) stalled in phase \w+ for 20 s "
+                    r"\(method\.ppo\.phase_timeout_s\); ", error), error
+    assert (run_dir / "hang").is_dir()
