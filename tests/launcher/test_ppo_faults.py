@@ -8,17 +8,13 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from processes import MARK, own_processes
+from launches import finish, metrics, wait_until_ray_is_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -29,54 +25,6 @@ PPO = ("+exp=ppo_math_rule", "+smoke=tiny", f"train.max_steps={STEPS}", f"train.
 resume would get wrong."""
 NO_WANDB, OFFLINE = "monitor.wandb_mode=disabled", "monitor.wandb_mode=offline"
 COMPARED = ("reward_mean", "kl", "policy_loss", "value_loss")
-LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
-
-
-@pytest.fixture
-def launcher(tmp_path, workers_env, monkeypatch):
-    """``launcher(*args, log=path)`` starts ``python -m launcher ARGS`` (W&B offline, files under tmp_path) and
-    returns the Popen; every test ends with no Ray process of its own left."""
-    monkeypatch.setenv(MARK, uuid.uuid4().hex)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    ray_temp = tempfile.mkdtemp(prefix="belle-test-ray-", dir="/tmp")  # short: Ray's unix sockets live in it
-    started = []
-
-    def _start(*args: str, log: Path) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "launcher", *args, f"cluster.ray_temp_dir={ray_temp}"], cwd=tmp_path,
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield _start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    _wait_until_ray_is_gone()
-    shutil.rmtree(ray_temp, ignore_errors=True)
-
-
-def _wait_until_ray_is_gone(timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while own_processes(LEFTOVERS) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not own_processes(LEFTOVERS), "Ray or wandb processes outlived the run"
-
-
-def _finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> str:
-    process.wait(timeout=timeout)
-    output = log.read_text()
-    assert process.returncode == 0, output[-3000:]
-    return output
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _summary(run_dir: Path) -> dict:
@@ -101,7 +49,7 @@ def _wait_for(reached, what: str, process: subprocess.Popen, timeout: float = 20
 
 def _wait_for_step(run_dir: Path, step: int, process: subprocess.Popen) -> None:
     """Until metrics.jsonl holds ``step`` (the next one is under way)."""
-    _wait_for(lambda: any(r["step"] >= step for r in _metrics(run_dir)), f"step {step} logged", process)
+    _wait_for(lambda: any(r["step"] >= step for r in metrics(run_dir)), f"step {step} logged", process)
 
 
 def _pid(run_dir: Path, role: str, rank: int) -> int:
@@ -112,7 +60,7 @@ def _pid(run_dir: Path, role: str, rank: int) -> int:
 def test_a_stopped_run_resumes_as_if_never_stopped(launcher, tmp_path):
     """(c) SIGTERM during step ~3: checkpoint, "preempted", exit 75; the rerun's steps equal an uninterrupted run's."""
     whole = tmp_path / "whole"
-    _finish(launcher(f"launcher.run_dir={whole}", *PPO, NO_WANDB, log=tmp_path / "whole.log"), tmp_path / "whole.log")
+    finish(launcher(f"launcher.run_dir={whole}", *PPO, NO_WANDB, log=tmp_path / "whole.log"), tmp_path / "whole.log")
 
     run_dir = tmp_path / "stopped"
     first = launcher(f"launcher.run_dir={run_dir}", *PPO, OFFLINE, log=tmp_path / "first.log")
@@ -123,14 +71,14 @@ def test_a_stopped_run_resumes_as_if_never_stopped(launcher, tmp_path):
     stopped_at = summary["steps"]
     assert summary["status"] == "preempted" and 2 <= stopped_at < STEPS and _latest(run_dir) == stopped_at
     run_id = (run_dir / "wandb_id").read_text().strip()
-    _wait_until_ray_is_gone()
+    wait_until_ray_is_gone()
 
-    output = _finish(launcher(f"launcher.run_dir={run_dir}", *PPO, OFFLINE, log=tmp_path / "second.log"),
+    output = finish(launcher(f"launcher.run_dir={run_dir}", *PPO, OFFLINE, log=tmp_path / "second.log"),
                      tmp_path / "second.log")
     assert f"step {stopped_at + 1}/{STEPS} " in output and f"step {stopped_at}/{STEPS} " not in output
     assert _summary(run_dir)["status"] == "completed"
     assert (run_dir / "wandb_id").read_text().strip() == run_id
-    resumed, uninterrupted = _metrics(run_dir), _metrics(whole)
+    resumed, uninterrupted = metrics(run_dir), metrics(whole)
     assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted] == list(range(1, STEPS + 1))
     for ours, theirs in zip(resumed, uninterrupted, strict=True):
         for key in COMPARED:
@@ -143,16 +91,16 @@ def test_a_killed_critic_rank_restarts_every_role_from_the_latest_checkpoint(lau
     process = launcher(f"launcher.run_dir={run_dir}", *PPO, NO_WANDB, "train.max_failures=1", log=log)
     _wait_for(lambda: _latest(run_dir) >= SAVE_EVERY, "the first checkpoint", process)
     saved, pid = _latest(run_dir), _pid(run_dir, "critic", 1)
-    logged = max(r["step"] for r in _metrics(run_dir))
+    logged = max(r["step"] for r in metrics(run_dir))
     os.kill(pid, signal.SIGKILL)
-    output = _finish(process, log)
+    output = finish(process, log)
 
     summary = _summary(run_dir)
     assert (summary["status"], summary["steps"], summary["restarts"]) == ("completed", STEPS, 1)
     assert logged - saved <= SAVE_EVERY  # the steps lost
     assert "restarting every role from the latest checkpoint (restart 1 of train.max_failures=1)" in output
     assert output.count(f"step 1/{STEPS} ") == 1, "the restart resumed from the checkpoint"
-    assert [r["step"] for r in _metrics(run_dir)] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in metrics(run_dir)] == list(range(1, STEPS + 1))
     assert _pid(run_dir, "critic", 1) != pid
 
 

@@ -7,52 +7,15 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from processes import MARK, own_processes
+from launches import finish, metrics, ray_processes, wait_until_ray_is_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
-
-
-def _ray_processes() -> list[str]:
-    """"pid command line" of the live Ray and wandb processes this test started."""
-    return own_processes(LEFTOVERS)
-
-
-@pytest.fixture
-def launcher(tmp_path, workers_env, monkeypatch):
-    """``launcher(*args)`` starts ``python -m launcher ARGS`` (W&B offline, files under tmp_path) and returns the
-    Popen; every test ends with no Ray process left."""
-    monkeypatch.setenv(MARK, uuid.uuid4().hex)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # runs themselves land in the run dir
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
-    ray_temp = tempfile.mkdtemp(prefix="belle-test-ray-", dir="/tmp")  # short: Ray's unix sockets live in it
-    started = []
-
-    def _start(*args: str, log: Path) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "launcher", *args, f"cluster.ray_temp_dir={ray_temp}"], cwd=tmp_path,
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield _start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    _wait_until_ray_is_gone()
-    shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _kill_everything_started_by(process: subprocess.Popen) -> None:
@@ -67,24 +30,6 @@ def _kill_everything_started_by(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _wait_until_ray_is_gone(timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while _ray_processes() and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _ray_processes(), "Ray or wandb processes outlived the run"
-
-
-def _finish(process: subprocess.Popen, log: Path, timeout: float = 400) -> str:
-    process.wait(timeout=timeout)
-    output = log.read_text()
-    assert process.returncode == 0, output[-3000:]
-    return output
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def _wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
     pointer = run_dir / "checkpoints" / "latest"
     deadline = time.time() + timeout
@@ -97,12 +42,12 @@ def _wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen, ti
 
 def test_demo_trains_and_leaves_the_run_directory(launcher, tmp_path):
     run_dir, log = tmp_path / "demo", tmp_path / "demo.log"
-    output = _finish(launcher(f"launcher.run_dir={run_dir}", log=log), log)
+    output = finish(launcher(f"launcher.run_dir={run_dir}", log=log), log)
     assert "PreemptionWatcher" not in output and " E " not in output  # no Ray error line a newcomer would misread
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 30 and summary["error"] is None
-    lines = _metrics(run_dir)
+    lines = metrics(run_dir)
     assert [line["step"] for line in lines] == list(range(2, 31, 2))
     first, last = (sum(line["loss"] for line in part) / 3 for part in (lines[:3], lines[-3:]))
     assert last < first - 0.2, (first, last)
@@ -120,8 +65,8 @@ def test_demo_trains_and_leaves_the_run_directory(launcher, tmp_path):
 def test_full_fine_tune_with_zero2(launcher, tmp_path):
     run_dir, log = tmp_path / "full", tmp_path / "full.log"
     args = (f"launcher.run_dir={run_dir}", "method=sft", "strategy=zero2", "train.max_steps=10", "monitor.log_every=1")
-    _finish(launcher(*args, log=log), log)
-    lines = _metrics(run_dir)
+    finish(launcher(*args, log=log), log)
+    lines = metrics(run_dir)
     assert len(lines) == 10 and lines[-1]["loss"] < lines[0]["loss"] - 0.5
     assert (run_dir / "export" / "model.safetensors").stat().st_size > 1_000_000
 
@@ -131,22 +76,22 @@ def test_interrupted_run_resumes_where_it_stopped(launcher, tmp_path):
     common = ("train.max_steps=12", "train.save_every=4", "monitor.log_every=1", "monitor.wandb_mode=offline",
               "data.max_length=224")  # a data cache of its own: the first run prepares it
     whole, log = tmp_path / "whole", tmp_path / "whole.log"
-    _finish(launcher(f"launcher.run_dir={whole}", *common, log=log), log)
+    finish(launcher(f"launcher.run_dir={whole}", *common, log=log), log)
 
     run_dir = tmp_path / "resumed"
     first = launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "first.log")
     _wait_for_checkpoint(run_dir, 4, first)
     _kill_everything_started_by(first)
-    _wait_until_ray_is_gone()
+    wait_until_ray_is_gone()
     killed_at = json.loads((run_dir / "checkpoints" / "latest").read_text())["step"]
     assert killed_at < 12
     run_id = (run_dir / "wandb_id").read_text().strip()
 
-    output = _finish(launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "second.log"),
+    output = finish(launcher(f"launcher.run_dir={run_dir}", *common, log=tmp_path / "second.log"),
                      tmp_path / "second.log")
     assert "prepared in" in (tmp_path / "whole.log").read_text()
     assert "prepared in" not in output and "(reused)" in output, "the rerun does not tokenize again"
-    steps = [line["step"] for line in _metrics(run_dir)]
+    steps = [line["step"] for line in metrics(run_dir)]
     assert steps == list(range(1, 13)), "every step logged once"
     assert f"step {killed_at + 1}/12 " in output and f"step {killed_at}/12 " not in output
     resumed, uninterrupted = (json.loads((d / "summary.json").read_text())["final_loss"] for d in (run_dir, whole))
@@ -160,10 +105,10 @@ def test_killed_worker_is_replaced_and_the_run_completes(launcher, tmp_path):
     process = launcher(f"launcher.run_dir={run_dir}", "train.max_steps=16", "train.save_every=4",
                        "train.max_failures=1", log=log)
     _wait_for_checkpoint(run_dir, 4, process)
-    workers = [line.split()[0] for line in _ray_processes() if "RayTrainWorker" in line]
+    workers = [line.split()[0] for line in ray_processes() if "RayTrainWorker" in line]
     assert workers
     os.kill(int(workers[-1]), signal.SIGKILL)
-    _finish(process, log)
+    finish(process, log)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 16
 
@@ -177,12 +122,12 @@ def test_a_hung_worker_is_named_its_stacks_kept_and_the_run_restarts(launcher, t
     _wait_for_checkpoint(run_dir, 4, process)
     stopped = json.loads((run_dir / "progress" / "rank-1.json").read_text())["pid"]
     os.kill(stopped, signal.SIGSTOP)
-    output = _finish(process, log)
+    output = finish(process, log)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     assert re.search(rf"hang: no rank finished a step for 15 s: stalled rank 1 on \S+ \(pid {stopped}, stopped\)",
                      output), output[-2000:]
     assert sorted(path.name.split("-rank-")[1] for path in (run_dir / "hang").iterdir()) == ["0.txt", "1.txt"]
-    assert [line["step"] for line in _metrics(run_dir)][-1] == 16
+    assert [line["step"] for line in metrics(run_dir)][-1] == 16
 
 
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(launcher, tmp_path):
@@ -210,28 +155,28 @@ def test_existing_ray_cluster(launcher, tmp_path, monkeypatch):
                     "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
     try:
         run_dir, log = tmp_path / "remote", tmp_path / "remote.log"
-        _finish(launcher("cluster=ray", f"cluster.address=127.0.0.1:{port}", f"launcher.run_dir={run_dir}",
+        finish(launcher("cluster=ray", f"cluster.address=127.0.0.1:{port}", f"launcher.run_dir={run_dir}",
                          "train.max_steps=6", log=log), log)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-        assert _ray_processes(), "the user's cluster is still up"
+        assert ray_processes(), "the user's cluster is still up"
         # an embedded Ray beside the user's, which the shell names: Ray Train's helper threads must find ours, not
         # "multiple active Ray instances", and the shell's RAY_ADDRESS is not the embedded cluster's
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
         local_dir, local_log = tmp_path / "beside", tmp_path / "beside.log"
-        output = _finish(launcher(f"launcher.run_dir={local_dir}", "train.max_steps=2", "optim.warmup_steps=0",
+        output = finish(launcher(f"launcher.run_dir={local_dir}", "train.max_steps=2", "optim.warmup_steps=0",
                                   log=local_log), local_log)
         assert "Found multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
     finally:  # this test's head only (`ray stop` would stop every Ray on the machine)
-        for line in _ray_processes():
+        for line in ray_processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line.split()[0]), signal.SIGKILL)
-        _wait_until_ray_is_gone()
+        wait_until_ray_is_gone()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_local_sweep_runs_its_points_one_after_another(launcher, tmp_path):
     sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"
-    output = _finish(launcher("-m", f"launcher.run_dir={sweep_dir}", "train.max_steps=3", "optim.warmup_steps=0",
+    output = finish(launcher("-m", f"launcher.run_dir={sweep_dir}", "train.max_steps=3", "optim.warmup_steps=0",
                               "optim.lr=1e-3,2e-3", "data.max_length=192", log=log), log)
     assert output.count("prepared in") == 1 and output.count("(reused)") == 1, "the data is tokenized once"
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
@@ -252,7 +197,7 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     run_dir, log = tmp_path / "gpu", tmp_path / "gpu.log"
-    output = _finish(launcher(f"launcher.run_dir={run_dir}", "model=llama_110m", "method=sft",
+    output = finish(launcher(f"launcher.run_dir={run_dir}", "model=llama_110m", "method=sft",
                               "cluster.gpus_per_node=1", "data.max_length=1024", "strategy.micro_batch=4",
                               "strategy.global_batch=8", "train.max_steps=20", "monitor.log_every=1",
                               "optim.lr=1e-3", log=log), log)
@@ -260,7 +205,7 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
     assert plan["model"]["attn_implementation"].startswith("auto (on the workers")
     attention = re.search(r"workers: 1 x .*, attention (\S+)", output).group(1)
     assert attention in ("flash_attention_2", "torch_varlen")
-    lines = _metrics(run_dir)
+    lines = metrics(run_dir)
     assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
     assert all(line["mfu"] is not None and line["mfu"] > 0 for line in lines)
     print(f"GPU 110M: {attention}, median tokens/s "
@@ -272,7 +217,7 @@ def test_gpu_training_of_a_110m_model(launcher, tmp_path):
                                         "ppo_7b", "ppo_math_rule"])
 def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, experiment):
     run_dir, log = tmp_path / experiment, tmp_path / f"{experiment}.log"
-    _finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",
+    finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",
                      log=log), log)
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["experiment"] == experiment and plan["model"]["name"] == "tiny_llama"
@@ -283,4 +228,4 @@ def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, 
     if plan["recipe"]["kind"] == "roles":  # PPO: where every role ran, and each step's reward and KL
         placed = json.loads((run_dir / "placement.json").read_text())["roles"]
         assert {"actor", "critic"} <= set(placed) and all(len(ranks) == 2 for ranks in placed.values())
-        assert all({"reward_mean", "kl", "policy_loss", "value_loss"} <= set(r) for r in _metrics(run_dir))
+        assert all({"reward_mean", "kl", "policy_loss", "value_loss"} <= set(r) for r in metrics(run_dir))
