@@ -67,3 +67,13 @@ def local_world(workers_env, monkeypatch):
     torch.set_num_threads(threads)
     if torch.distributed.is_initialized():
         deepspeed.comm.destroy_process_group()
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype():
+    """torch's default dtype is float32 again after every test: an in-process test building a bf16 model has been
+    seen to leave it at bfloat16 (which made a later test's plain torch modules bf16)."""
+    import torch
+
+    yield
+    torch.set_default_dtype(torch.float32)
