@@ -138,13 +138,14 @@ def _placement(job: JobConfig, warnings: list[str]) -> dict:
     """PPO's role placement (belle.rlhf.placement), with its printout; one that does not fit is refused in one line
     unless roles.check_memory=false."""
     from belle.config.ppo import missing_reward_model
+    from belle.config.roles import TRAINED_ROLES
     from belle.rlhf.placement import placement_lines, placement_of
 
     missing = missing_reward_model(job)
     if missing:
         warnings.append(f"a launch would be refused: {missing}")
     placement = placement_of(job)
-    for role in ("actor", "critic"):  # every rank of a trained role runs as many micro-batches per mini-batch
+    for role in TRAINED_ROLES:  # every rank of a trained role runs as many micro-batches per mini-batch
         workers, micro_batch = placement.pool_of(role).workers, job.roles.block(role).micro_batch
         job.method.ppo.check_batches(workers, micro_batch, f"roles.{role}")
     return placement.to_json() | {"lines": placement_lines(placement)}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
 from belle.config.model import ModelConfig
-from belle.config.roles import RolesConfig
+from belle.config.roles import TRAINED_ROLES, RolesConfig
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 """belle.rlhf.ppo_losses.KL_ESTIMATORS (kept here so the config imports no torch)."""
@@ -206,8 +206,6 @@ class PpoConfig:
         )
 
 
-TRAINED_ROLES = ("actor", "critic")
-"""Roles with an optimizer, saved in every checkpoint."""
 
 
 def ppo_settings(job) -> PpoConfig:

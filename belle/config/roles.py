@@ -9,6 +9,8 @@ LAYOUTS = ("colocate_all", "pairs", "separate", "custom", "auto")
 NAMED_LAYOUTS = ("colocate_all", "pairs", "separate")
 """The layouts that derive every role's workers and pool from the cluster (auto tries them in this order)."""
 ROLES = ("actor", "critic", "reference", "reward", "rollout")
+TRAINED_ROLES = ("actor", "critic")
+"""Roles with an optimizer, saved in every checkpoint."""
 ENGINES = ("hf", "vllm")
 
 

@@ -17,14 +17,13 @@ from string import ascii_uppercase
 from belle.config import ClusterConfig, LoraConfig, ModelConfig, StrategyConfig
 from belle.config._checks import require
 from belle.config.cluster import GPU_TYPES
-from belle.config.roles import NAMED_LAYOUTS, ROLES, RolesConfig
+from belle.config.roles import NAMED_LAYOUTS, ROLES, TRAINED_ROLES, RolesConfig
 from belle.model.memory import activation_bytes, block_activation_bytes, kv_cache_bytes, logit_bytes
 from belle.monitor.progress import short_count
 from launcher.estimate import GIB, OVERHEAD_GIB
 
 PoolSpec = tuple[str, tuple[str, ...], int]
 """A pool before placement: (name, roles, workers)."""
-TRAINED = ("actor", "critic")
 FORWARD_PHASE = {"actor": "log-probs", "critic": "values", "reference": "log-probs", "reward": "score"}
 """The forward pass each role runs on the rollout's sequences."""
 SEPARATE_SHARE = {"actor": 2, "critic": 2, "reference": 1, "reward": 1, "rollout": 2}
@@ -228,7 +227,8 @@ def placement_of(job) -> Placement:
 
     ppo, lora = job.method.ppo, job.method.lora
     models = {
-        role: ModelSize.of(role_model(job, role), score=role in SCORE_ROLES, lora=lora if role in TRAINED else None)
+        role: ModelSize.of(role_model(job, role), score=role in SCORE_ROLES,
+                           lora=lora if role in TRAINED_ROLES else None)
         for role in present_roles(job)
     }
     return plan_placement(job.roles, job.cluster, job.strategy, models, prompt_tokens=ppo.max_prompt_length,
@@ -432,7 +432,7 @@ class _Planner:
                 continue
             size, block = self.models[role], roles.block(role)
             stage = self._stage(role, block.zero_stage)
-            trained = role in TRAINED
+            trained = role in TRAINED_ROLES
             require(
                 not block.offload or stage == 3 or (trained and stage > 0),
                 f"roles.{role}.offload=true needs ZeRO-3{' (or 1-2)' if trained else ' for a frozen role'}, and "
@@ -453,7 +453,7 @@ class _Planner:
         else 0."""
         if stage is not None:
             return stage
-        if role in TRAINED:
+        if role in TRAINED_ROLES:
             return self.strategy.zero_stage
         return 3 if self.strategy.zero_stage == 3 else 0
 
@@ -473,7 +473,7 @@ class _Planner:
             return 0 if size.score else logit_bytes(m, tokens, backward)
 
         phases = [(FORWARD_PHASE[role], (block_activation_bytes(m, tokens) + logits(False)) / GIB)]
-        if role in TRAINED:
+        if role in TRAINED_ROLES:
             train = activation_bytes(m, tokens, self.strategy.activation_checkpointing)
             phases.append((f"{role}-train", (train + logits(True)) / GIB))
         return phases
