@@ -71,9 +71,11 @@ def local_world(workers_env, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _default_dtype():
-    """torch's default dtype is float32 again after every test: an in-process test building a bf16 model has been
-    seen to leave it at bfloat16 (which made a later test's plain torch modules bf16)."""
+    """A test that leaves torch's default dtype changed fails (and the next test starts from float32 again): a
+    leaked bfloat16 default silently makes later tests' plain torch modules bf16."""
     import torch
 
     yield
+    leaked = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
+    assert leaked == torch.float32, f"the test left torch's default dtype at {leaked}"

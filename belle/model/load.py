@@ -1,6 +1,12 @@
 """Tokenizer and model: from a local folder (model.path), or built from the architecture numbers (tiny models)."""
 
+import threading
+
 from belle.config import ModelConfig
+
+_BUILDING = threading.Lock()
+"""transformers builds a model of a given dtype by switching torch's process-wide default dtype and back: two
+threads building at once would restore each other's switch and leave it changed, so builds take turns."""
 
 
 def load_tokenizer(model: ModelConfig):
@@ -59,12 +65,16 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
     head = {} if task == CAUSAL_LM else score_head_kwargs(model)
     if model.path is not None:
         check_model_path(model)
-        return auto_class(task).from_pretrained(
-            model.path, attn_implementation=attn_implementation, dtype=dtype or "auto", **head
-        )
-    torch.manual_seed(seed)
+        with _BUILDING:
+            return auto_class(task).from_pretrained(
+                model.path, attn_implementation=attn_implementation, dtype=dtype or "auto", **head
+            )
     config = hf_config(model)
     config._attn_implementation = attn_implementation
     for key, value in head.items():
         setattr(config, key, value)
-    return auto_class(task).from_config(config, attn_implementation=attn_implementation, dtype=dtype or torch.float32)
+    with _BUILDING:
+        torch.manual_seed(seed)
+        return auto_class(task).from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype or torch.float32
+        )
