@@ -2,10 +2,13 @@
 straight to the run directory (shared storage on multi-node jobs, so no local copy of the shards is made), and
 ``checkpoints/latest`` names the newest complete one. It moves only after every rank has finished writing, so a job
 killed mid-save resumes from the previous checkpoint, and a checkpoint damaged later (a truncated or lost shard) is
-passed over for the previous intact one; older checkpoints are removed beyond ``keep_last``.
+passed over for the previous intact one, as is a ``latest`` that is damaged or names anything but a checkpoint
+folder; older checkpoints are removed beyond ``keep_last``.
 """
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,39 +21,76 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def latest(run_dir: Path, on_skip: Callable[[Path, str], None] | None = None) -> Path | None:
-    """The newest intact checkpoint folder of the run, or None before the first one.
+class CheckpointError(ValueError):
+    """The run has checkpoints but none it can resume from; the message names the fix."""
 
-    The one ``latest`` names comes first; a folder that is gone, or whose files no longer match the sizes its
-    manifest recorded at save time (a truncated or deleted shard), is skipped for the next older intact one, and
-    ``on_skip(folder, why)`` is told. Every rank decides alike: they read the same files."""
+
+def latest(run_dir: Path, on_skip: Callable[[Path, str], None] | None = None) -> Path | None:
+    """The newest intact checkpoint folder of the run, or None when it has none (a fresh start).
+
+    The one ``latest`` names comes first. A ``latest`` that cannot be trusted (a symlink, not JSON, or naming
+    anything but a ``step-N`` folder of checkpoints/) gives way to the newest intact ``step-N`` folder; a folder that
+    is gone, a symlink, or whose files no longer match the sizes its manifest recorded at save time (a truncated or
+    deleted shard) to the next older intact one; ``on_skip(path, why)`` is told each time. A run whose checkpoints
+    are all damaged is a CheckpointError, never a fresh start. Every rank decides alike: they read the same files."""
     checkpoints = Path(run_dir) / CHECKPOINTS
     pointer = checkpoints / LATEST
-    if not pointer.is_file():
-        return None
-    named = checkpoints / json.loads(pointer.read_text())["dir"]
-    candidates = sorted({named, *checkpoints.glob("step-*")}, reverse=True)
-    for folder in candidates[candidates.index(named):]:
+    named, untrusted = _named(pointer)
+    if untrusted and on_skip:
+        on_skip(pointer, untrusted)
+    steps = {f for f in checkpoints.glob("step-*") if _STEP.fullmatch(f.name)}
+    candidates = sorted(steps | ({named} if named else set()), key=lambda f: int(f.name[5:]), reverse=True)
+    for folder in candidates[candidates.index(named) if named else 0:]:
         why = _damage(folder, legacy=folder == named)
         if why is None:
             return folder
         if on_skip:
             on_skip(folder, why)
-    raise RuntimeError(
-        f"no checkpoint in {checkpoints} can be resumed from (the newest: {named.name}): restore the damaged files, "
-        f"or remove {pointer} to train from the start"
+    if not os.path.lexists(pointer):
+        return None  # no save ever completed (a first save cut short leaves a folder without manifest)
+    newest = f"the newest: {named.name}" if named else f"{LATEST} {untrusted.removeprefix('it ')}"
+    raise CheckpointError(
+        f"no checkpoint in {checkpoints} can be resumed from ({newest}): restore the damaged files, or "
+        "set launcher.run_dir to a new directory to train from the start"
     )
+
+
+_STEP = re.compile(r"step-[0-9]+")
+"""The name of a checkpoint folder (step_dir_name)."""
+
+
+def _named(pointer: Path) -> tuple[Path | None, str | None]:
+    """The folder ``latest`` names, or None and why it cannot be trusted ("it …"; None when there is no pointer)."""
+    if not os.path.lexists(pointer):
+        return None, None
+    if pointer.is_symlink() or not pointer.is_file():
+        return None, f"it is {'a symlink' if pointer.is_symlink() else 'no regular file'}, not the file a save writes"
+    try:
+        name = json.loads(pointer.read_text()).get("dir")
+    except (OSError, ValueError, AttributeError):
+        return None, "it is not the JSON a save writes"
+    if not isinstance(name, str) or not _STEP.fullmatch(name):
+        return None, f"it names {name!r}, not a step-N folder of {pointer.parent}"
+    return pointer.parent / name, None
 
 
 def _damage(folder: Path, legacy: bool) -> str | None:
     """Why ``folder`` cannot be resumed from, or None. Without a manifest only the folder ``latest`` names counts
     (checkpoints written before manifests existed)."""
+    if folder.is_symlink():
+        return "it is a symlink, not a folder the run saved"
     if not folder.is_dir():
         return "its folder is gone"
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return None if legacy else "it has no manifest (an unfinished save)"
-    for name, size in json.loads(manifest.read_text()).items():
+    try:
+        sizes = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        sizes = None
+    if not isinstance(sizes, dict):
+        return f"its {MANIFEST} is not the JSON a save writes"
+    for name, size in sizes.items():
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"

@@ -2,6 +2,7 @@
 the one way files are written there (whole: a temp file or folder beside the target, then one rename).
 
     <run_dir>/.belle-run             marks a directory the launcher made (it refuses to write into any other)
+    <run_dir>/.belle-lock            held (flock) by the one launcher running the run; names it (host, pid, command)
     <run_dir>/config.yaml            the resolved job, secrets removed
     <run_dir>/plan.json              the plan
     <run_dir>/metrics.jsonl          one JSON object per logged step (rank 0)
@@ -29,6 +30,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 MARKER = ".belle-run"
+LOCK = ".belle-lock"
+"""Held (fcntl.flock) by the launcher that writes or runs the run, so a second one is refused; records the holder."""
 CONFIG = "config.yaml"
 PLAN = "plan.json"
 METRICS = "metrics.jsonl"
@@ -118,8 +121,10 @@ def create_once(path: Path, text: str) -> str:
 @contextmanager
 def staged_dir(target: Path, keep_existing: bool = False) -> Iterator[Path]:
     """A fresh folder beside ``target`` to fill; when the block succeeds it takes target's place in one rename, else
-    it is removed, so readers never see half a folder. A previous ``target`` is moved aside first and removed last;
-    with ``keep_existing`` it stays and the new folder is dropped (a concurrent writer's is as good)."""
+    it is removed, so readers never see half a folder. What the block wrote gets the modes the umask gives (writers
+    that go through temp files, as transformers' safetensors shards do, leave them 0600). A previous ``target`` is
+    moved aside first and removed last; with ``keep_existing`` it stays and the new folder is dropped (a concurrent
+    writer's is as good)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -127,6 +132,7 @@ def staged_dir(target: Path, keep_existing: bool = False) -> Iterator[Path]:
     previous = target.with_name(f"{staging.name}.previous")
     try:
         yield staging
+        _follow_umask(staging)
         if keep_existing:
             try:
                 staging.rename(target)
@@ -140,6 +146,15 @@ def staged_dir(target: Path, keep_existing: bool = False) -> Iterator[Path]:
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Every file and folder under ``folder`` with the mode a plain open or mkdir gives (executables stay so)."""
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod((0o777 if executable else 0o666) & ~_UMASK)
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -18,7 +18,7 @@ from belle import rundir
 from belle.config import JobConfig
 from belle.config._checks import require
 from launcher.store import register
-from launcher.sweep import Point
+from launcher.sweep import Point, no_points_message
 
 register()
 
@@ -31,6 +31,8 @@ class SweepPass:
     """The first pass over the points: validate and plan them, write and start nothing."""
     failed: list[str] = field(default_factory=list)
     """Points whose run failed (the sweep goes on with the others, then exits 1)."""
+    points: int = 0
+    """Points the first pass checked."""
 
 
 _sweep = SweepPass()
@@ -39,11 +41,11 @@ _sweep = SweepPass()
 def run(cfg: DictConfig) -> Path:
     """Validate and plan the composed job before any cluster resource is taken; return its run directory."""
     from belle.config import job_dict
-    from launcher.compose import run_dir, to_job
+    from launcher.compose import path_fields, run_dir, to_job
     from launcher.inspect_data import inspect_data
     from launcher.plan import make_plan
     from launcher.report import describe
-    from launcher.rundir import check_run_dir, write_run_files
+    from launcher.rundir import check_run_dir, launching, write_run_files
     from launcher.sweep import current_point
 
     job = to_job(cfg)
@@ -75,7 +77,7 @@ def run(cfg: DictConfig) -> Path:
             warnings.append(f"a launch would be refused: {refused}")
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
-    check_run_dir(directory, config)
+    check_run_dir(directory, config, {key: several for _, _, key, several in path_fields(job)})
     if job.method.ppo is not None and job.launcher.launches:
         from launcher.launch import check_roles_resume
 
@@ -88,11 +90,13 @@ def run(cfg: DictConfig) -> Path:
         if job.launcher.launches:
             check_run_dir_is_free(directory)
     if _sweep.checking:
+        _sweep.points += 1
         return directory
-    write_run_files(directory, config, plan)
-    print(describe(plan))
-    print(f"run dir    {directory}")
-    _start(job, directory, point)
+    with launching(directory):  # one launcher at a time; a refusal inside leaves the directory as it was
+        write_run_files(directory, config, plan)
+        print(describe(plan))
+        print(f"run dir    {directory}")
+        _start(job, directory, point)
     return directory
 
 
@@ -231,3 +235,4 @@ def _check_sweep() -> None:
         finally:
             _sweep.checking = False
             sys.argv[:] = argv
+    require(_sweep.points > 0, no_points_message(argv[1:]))

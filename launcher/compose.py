@@ -2,11 +2,13 @@
 
 import dataclasses
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from belle.config import JobConfig
+from belle.config.paths import PATH, SEVERAL, absolute
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:
@@ -31,12 +33,27 @@ def check_keys(node: DictConfig, prefix: str = "") -> None:
 
 
 def to_job(cfg: DictConfig) -> JobConfig:
-    """Check the keys, resolve interpolations and build the dataclasses (each ``__post_init__`` checks itself)."""
+    """Check the keys, resolve interpolations and build the dataclasses (each ``__post_init__`` checks itself), then
+    make every path absolute (``~`` expanded, relative ones from the directory the command started in), so
+    config.yaml holds paths every process of the run can read."""
     check_keys(cfg)
     job = OmegaConf.to_object(cfg)
     if not isinstance(job, JobConfig):
         raise TypeError(f"expected the job_schema root, got {type(job).__name__}")
+    for section, name, _, several in path_fields(job):
+        setattr(section, name, absolute(getattr(section, name), Path.cwd(), several))
     return job
+
+
+def path_fields(node: object, prefix: str = "") -> Iterator[tuple[object, str, str, bool]]:
+    """(section, field name, dotted key, whether a list) of every path field set in ``node`` (declared with
+    belle.config.paths.path_field), nested sections included (roles.<role>.model, method.ppo)."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if PATH in f.metadata and value is not None:
+            yield node, f.name, prefix + f.name, f.metadata[PATH] == SEVERAL
+        elif dataclasses.is_dataclass(value):
+            yield from path_fields(value, f"{prefix}{f.name}.")
 
 
 def run_dir(job: JobConfig, start_dir: Path | None = None) -> Path:

@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from belle import stop
@@ -26,6 +26,8 @@ BACKENDS = {"spmd": "launcher.backends.spmd", "roles": "launcher.backends.ray_ro
 """A recipe's KIND → the backend module whose ``run(job, run_dir) -> Outcome`` trains it on the connected Ray."""
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""
+SUBMITTER_EXIT_S = 120
+"""Seconds a Slurm job's driver waits for the run directory's lock (the submitting launcher exits after sbatch)."""
 
 
 RUNNING = ("no outcome recorded yet: if no launcher runs this run any more, it ended abruptly (killed, or its Ray "
@@ -122,6 +124,7 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     its summary; a completed run is never trained again. Call it inside ``graceful_stop``."""
     from importlib import import_module
 
+    from belle import checkpoint
     from belle.monitor.plot import plot_loss
     from belle.recipes import recipe
     from launcher.backends.ray_cluster import ray_for
@@ -137,6 +140,7 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
     try:
         if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
+            checkpoint.latest(run_dir)  # checkpoints none of which resumes are refused here, before any worker
             prepared = prepare_data(job)
             check_steps(job, prepared.meta["splits"])
             write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
@@ -171,11 +175,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from launcher.backends.slurm.ray_join import StopRequested, join
     from launcher.compose import load_job
+    from launcher.rundir import held
 
     job = load_job(args.run_dir)
     c = job.cluster
     started = time.time()
-    with graceful_stop(args.run_dir):
+    lock = ExitStack()
+    try:  # the submitting launcher holds the run directory until it has seen sbatch through and exits
+        lock.enter_context(held(args.run_dir, wait_s=SUBMITTER_EXIT_S))
+    except ValueError as exc:  # another launcher runs it: write nothing there
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    with lock, graceful_stop(args.run_dir):
         try:
             try:
                 join(args.slurm_info, args.nodes, c.ray_cpus_per_node, c.gpus_per_node, args.timeout,

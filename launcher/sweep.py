@@ -51,3 +51,20 @@ def record_point(point: Point, run_dir: Path, status: str, job_id: str | None = 
                             "run_dir": str(run_dir), "status": status}
     sweep["points"] = [points[n] for n in sorted(points)]
     write_atomic(path, json.dumps(sweep, indent=2, ensure_ascii=False) + "\n")
+
+
+def no_points_message(args: list[str]) -> str:
+    """The refusal of a sweep whose overrides ``args`` expand to no point, naming an empty one (``range(0)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    empty = []
+    for override in OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")]):
+        try:
+            if override.is_sweep_override() and not list(override.sweep_string_iterator()):
+                empty.append(override.input_line)
+        except HydraException:  # glob(…) of a config group: only Hydra's config loader can expand it
+            continue
+    named = f": {', '.join(empty)} gives no value" if empty else ""
+    return (f"the sweep expands to no point{named}: give every swept key at least one value, e.g. "
+            "optim.lr=1e-4,2e-4 or train.max_steps=range(10,30,10)")

@@ -50,5 +50,6 @@ def test_damaged_newest_checkpoint_gives_way_to_the_previous(tmp_path, damage):
 def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     _saved(tmp_path, 5, {"rank0.pt": b"a" * 100})
     (tmp_path / "checkpoints" / "step-000005" / "state" / "rank0.pt").write_bytes(b"")
-    with pytest.raises(RuntimeError, match="no checkpoint in .* can be resumed from .*remove .*latest to train"):
+    with pytest.raises(checkpoint.CheckpointError,
+                       match="no checkpoint in .* can be resumed from .*set launcher.run_dir to a new directory"):
         checkpoint.latest(tmp_path)

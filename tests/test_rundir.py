@@ -62,3 +62,16 @@ def test_run_files_follow_the_umask_not_mkstemps_0600(tmp_path, monkeypatch):
         (staging / "x").write_text("x")
     assert stat.S_IMODE((tmp_path / rundir.SUMMARY).stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+
+
+def test_a_staged_folder_follows_the_umask_whatever_its_writer_did(tmp_path):
+    """transformers writes model.safetensors through a temp file (0600): an export must be readable like any run
+    file (the modes a plain open and mkdir give under the process's umask)."""
+    with rundir.staged_dir(tmp_path / "export") as staging:
+        os.close(os.open(staging / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600))
+        (staging / "adapter").mkdir(mode=0o700)
+        os.close(os.open(staging / "adapter" / "run.sh", os.O_CREAT | os.O_WRONLY, 0o700))
+        os.chmod(staging / "model.safetensors", 0o600)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "export").rglob("*")}
+    assert modes == {"model.safetensors": 0o666 & ~rundir._UMASK, "adapter": 0o777 & ~rundir._UMASK,
+                     "run.sh": 0o777 & ~rundir._UMASK}

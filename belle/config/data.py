@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from belle.config._checks import one_of, positive, require
+from belle.config.paths import path_field
 
 FORMATS = ("sft", "pretrain", "preference", "dpo", "prompt")
 PAIR_FORMATS = ("preference", "dpo")
@@ -15,7 +16,7 @@ PAIR_FORMATS = ("preference", "dpo")
 class DataConfig:
     name: str = MISSING
     """Short name shown in plans, e.g. ``belle_2m``."""
-    path: str = MISSING
+    path: str = path_field(MISSING, several=True)
     """A JSONL/JSON/Parquet file, a glob, or a comma-separated list of them."""
     format: str = "sft"
     """sft (BELLE instruction or conversations records), pretrain ({"text"} records), preference (reward-model
@@ -35,10 +36,12 @@ class DataConfig:
     """Average tokens per sample, used by the plan; None measures it on a prefix of the file."""
     check_records: int = 1000
     """Records read and checked on the submitting machine before anything is launched."""
-    cache_dir: str = "${oc.env:BELLE_HOME,'~/.belle'}/data-cache"
+    cache_dir: str = path_field("${oc.env:BELLE_HOME,'~/.belle'}/data-cache")
     """Where prepared data (token arrays, one folder per data + tokenizer + settings) is kept; on several nodes,
     a folder every node sees."""
-    smoke_path: str = "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}"
+    smoke_path: str = path_field(
+        "${bundled:instruction.jsonl},${bundled:conversations.jsonl},${bundled:math.jsonl}", several=True
+    )
     """Bundled stand-in data that ``+smoke=tiny`` trains on instead of ``path``."""
 
     @property

@@ -10,6 +10,7 @@ from belle.config.data import DataConfig
 from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
+from belle.config.paths import path_field
 from belle.config.roles import RolesConfig
 from belle.config.run import MonitorConfig, TrainConfig
 from belle.config.strategy import StrategyConfig
@@ -19,7 +20,7 @@ from belle.config.strategy import StrategyConfig
 class LauncherConfig:
     name: str = "demo"
     """Run name; also names the default run directory."""
-    run_dir: str = "runs/${launcher.name}"
+    run_dir: str = path_field("runs/${launcher.name}")
     """Run directory (relative paths are under the directory the command was started in); reusing it resumes."""
     dry_run: bool = False
     """Validate and write plan.json + config.yaml, start nothing."""

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from belle.config._checks import one_of, positive, require
+from belle.config.paths import path_field
 
 ARCHS = ("llama", "bloom", "qwen2")
 ATTENTION = ("auto", "flash_attention_2", "torch_varlen", "sdpa", "eager")
@@ -16,11 +17,11 @@ class ModelConfig:
     """Short name shown in plans and run names, e.g. ``llama_7b``."""
     arch: str = "llama"
     """Architecture family: llama, bloom or qwen2."""
-    path: str | None = None
+    path: str | None = path_field(None)
     """Local folder with config.json and weights (a Hugging Face model folder)."""
     random_init: bool = False
     """Build the model from the numbers below with random weights when ``path`` is None (tiny models, tests)."""
-    tokenizer_path: str | None = None
+    tokenizer_path: str | None = path_field(None)
     """Local tokenizer folder; None uses ``path``, or the locally trained tiny tokenizer when ``path`` is None."""
     vocab_size: int = MISSING
     """Rows of the embedding matrix."""

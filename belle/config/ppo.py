@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
 from belle.config.model import ModelConfig
+from belle.config.paths import path_field
 from belle.config.roles import TRAINED_ROLES, RolesConfig
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -112,7 +113,7 @@ class PpoConfig:
     """Seconds one phase (generate, score, update, save…) may take on every rank before the run counts as hung."""
     sample_every: int = 10
     """PPO steps between rows in samples.jsonl (prompt, response, score); 0 writes none."""
-    reward_model: str | None = None
+    reward_model: str | None = path_field(None)
     """The reward model's folder (an RM export, e.g. runs/rm_7b/export) when reward.source=model; None is allowed
     only with model.path=null (a model built from its architecture numbers, as +smoke=tiny does): the reward model is
     then that architecture with a fresh score head. roles.reward.model names another architecture."""

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from belle.config._checks import one_of, positive, require
+from belle.config.paths import path_field
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -28,7 +29,7 @@ class StrategyConfig:
     compile: bool = False
     """torch.compile each transformer block (GPU; fuses norms, RoPE and the MLP's activation around the attention
     kernel: 1.5x tokens/s on a 1.1B LLaMA on one H200, bench/README.md). ZeRO 0-2 only."""
-    deepspeed_json: str | None = None
+    deepspeed_json: str | None = path_field(None)
     """Expert escape hatch: a raw DeepSpeed JSON merged on top of the generated config (conflicts are errors)."""
 
     def __post_init__(self) -> None:

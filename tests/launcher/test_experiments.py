@@ -69,7 +69,7 @@ def test_paper_hyperparameters(job):
     assert "o_proj" not in lora.method.lora.target_modules and lora.train.epochs == 4
     assert (ft.optim.lr, ft.optim.warmup_ratio, ft.strategy.global_batch, ft.train.epochs) == (5e-6, 0.03, 32, 3)
     assert ft.strategy.precision == "bf16" and ft.method.lora is None and ft.data.max_length == 1024
-    assert (math.optim.lr, math.train.epochs, math.model.path) == (5e-7, 2, "runs/ft_2m/export")
+    assert (math.optim.lr, math.train.epochs, math.model.path) == (5e-7, 2, str(Path.cwd() / "runs/ft_2m/export"))
 
 
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
