@@ -3,7 +3,7 @@
 import math
 
 from belle.config import JobConfig
-from belle.config.cluster import PRE_AMPERE
+from belle.config.hardware import PRE_AMPERE
 from belle.recipes import recipe
 from launcher.estimate import flops_per_token, gpu_memory_gib, hours_per_epoch, memory_per_gpu
 from launcher.inspect_data import DataFacts
