@@ -42,7 +42,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     else:
         rows_per_epoch = facts.num_samples
     if job.method.ppo is not None:  # one step per rollout batch of prompts
-        from belle.recipes.ppo import ppo_steps
+        from belle.rlhf.state import ppo_steps
 
         steps_per_epoch = facts.num_samples and facts.num_samples // job.method.ppo.rollout_batch
         total_steps = ppo_steps(job, facts.num_samples) if facts.num_samples or job.train.max_steps else None

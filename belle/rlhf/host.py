@@ -12,7 +12,7 @@ from belle import checkpoint
 from belle.config import JobConfig
 from belle.config._checks import require
 from belle.config.ppo import TRAINED_ROLES, ppo_settings, roles_settings, zero_stage
-from belle.recipes.ppo import check_resumable, planned_steps, read_controller
+from belle.rlhf.state import check_resumable, planned_steps, read_controller
 
 
 class RoleHost:

@@ -13,7 +13,8 @@ import pytest
 from belle import checkpoint
 from belle.model.architecture import check_model_path, check_same_tokenizer, folder_fingerprint
 from belle.model.tokenizer import tiny_tokenizer
-from belle.recipes.ppo import CONTROLLER, check_resume, frozen_fingerprints
+from belle.rlhf.state import check_resume, frozen_fingerprints
+from belle.rundir import CONTROLLER
 from launcher.app import run
 from launcher.errors import explain
 
