@@ -29,6 +29,8 @@ from belle.rlhf.pair_losses import pairwise_loss
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
+from belle.train.state import resume, saver
+from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 REWARD_STATS = "reward_stats.json"
@@ -51,7 +53,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     import torch
     import torch.distributed as dist
 
-    rank, world, _ = common.start_worker(job)
+    rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
 
     # data: held-out pairs, training pairs reshuffled every epoch, read from the cache the launcher prepared
@@ -64,7 +66,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     total_steps = optimizer_steps(len(train_pairs), strategy, world, job.train.epochs, job.train.max_steps)
 
     # model and engine: the job's model with a fresh one-output head (or a reward model's own)
-    attention = common.worker_attention(job, torch.cuda.is_available(), rank, world)
+    attention = worker_attention(job, torch.cuda.is_available(), rank, world)
     varlen = attention in FLASH_PATHS
     engine = build_engine(
         job.model, strategy, job.optim, job.method.lora, attention=attention, world_size=world,
@@ -78,7 +80,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
-    common.resume(engine, run_dir, state, rank)
+    resume(engine, run_dir, state, rank)
     start = state["step"]
     micro_batches = batched(
         epochs(train_pairs, pairs_per_rank, rank, world, job.train.seed, start * strategy.micro_batch * accumulation),
@@ -86,7 +88,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     )
     monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)
-    save = common.saver(engine, run_dir, state, job, rank)
+    save = saver(engine, run_dir, state, job, rank)
 
     # loop: the loss is the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks
     # and the window is that mean)

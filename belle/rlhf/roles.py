@@ -24,9 +24,9 @@ import torch
 from belle.config import JobConfig
 from belle.config.ppo import TRAINED_ROLES, ppo_settings, role_model, roles_settings, zero_stage
 from belle.model.heads import CAUSAL_LM, SCORE
-from belle.recipes.common import CHECKPOINT_TAG
 from belle.rlhf.ppo_losses import entropy_from_logits, log_probs_from_logits, masked_mean, policy_loss, value_loss
 from belle.rlhf.weight_sync import SyncGroup, WeightStream
+from belle.train.state import CHECKPOINT_TAG
 
 
 @dataclass(frozen=True)
