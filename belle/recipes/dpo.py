@@ -20,9 +20,9 @@ from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
 from belle.data.packing import collate, to_device
-from belle.data.pairs import pair_rows, score_pad_id
+from belle.data.pairs import pair_rows
 from belle.data.records import batched
-from belle.data.template import IGNORE_INDEX
+from belle.data.template import IGNORE_INDEX, pad_id
 from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
@@ -66,7 +66,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # data: held-out pairs, training pairs reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    pad = score_pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     splits = dict(zip(("eval", "train"), open_cache(job.data, tokenizer, run_dir), strict=True))
     strategy, dpo, reference = job.strategy, job.method.dpo, job.method.dpo_reference
     accumulation = grad_accumulation(strategy, world)

@@ -65,7 +65,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     the controller state: step, prompt cursor, the last reward and KL, and ``stopped`` (why it stopped early)."""
     import torch
 
-    from belle.data.pairs import score_pad_id
+    from belle.data.template import pad_id
     from belle.model.load import load_tokenizer
     from belle.rlhf import rewards
     from belle.rlhf.experience import RunningMoments, token_rewards
@@ -81,7 +81,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
 
     run_dir, ppo = Path(run_dir), ppo_settings(job)
     tokenizer = load_tokenizer(job.model)
-    pad, eos = score_pad_id(tokenizer), eos_token_id(tokenizer)
+    pad, eos = pad_id(tokenizer), eos_token_id(tokenizer)
     prompts = prompt_source(job, tokenizer)
     total_steps = ppo_steps(job, len(prompts))
     worlds = {role: roles.world(role) for role in present_roles(job)}

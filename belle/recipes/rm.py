@@ -17,12 +17,14 @@ from pathlib import Path
 from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
-from belle.data.pairs import pair_rows, score_pad_id
+from belle.data.packing import collate, to_device
+from belle.data.pairs import pair_rows
 from belle.data.records import batched
+from belle.data.template import pad_id
 from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
-from belle.model.heads import SCORE, scores
+from belle.model.heads import SCORE
 from belle.model.load import load_tokenizer
 from belle.recipes import common
 from belle.rlhf.pair_losses import pairwise_loss
@@ -58,7 +60,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # data: held-out pairs, training pairs reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    pad = score_pad_id(tokenizer)  # never the EOS: the head scores the last token that is not padding
+    pad = pad_id(tokenizer)  # never the EOS: the head scores the last token that is not padding
     eval_pairs, train_pairs = open_cache(job.data, tokenizer, run_dir)
     strategy, rm = job.strategy, job.method.rm
     accumulation = grad_accumulation(strategy, world)
@@ -139,6 +141,14 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     if monitor:
         monitor.finish()
     return state
+
+
+def scores(model, rows, varlen: bool = False):
+    """One float32 score per row of ``rows`` (belle.data.packing.PackedRow, pad tails included) from a score
+    model (a DeepSpeed engine or a plain module) on its device."""
+    batch = to_device(collate(rows, varlen), next(model.parameters()).device)
+    batch.pop("labels")
+    return model(**batch, attention_mask=None, use_cache=False).logits.squeeze(-1).float()
 
 
 def _totals(losses, chosen, rejected, real=None):

@@ -257,12 +257,12 @@ class Sampler:
     def __init__(self, job: JobConfig, rank: int):
         from transformers import GenerationConfig
 
-        from belle.data.pairs import score_pad_id
+        from belle.data.template import pad_id
         from belle.model.load import load_tokenizer
 
         ppo = ppo_settings(job)
         self.seed, self.rank, self.tokenizer = job.train.seed, rank, load_tokenizer(job.model)
-        self.pad = score_pad_id(self.tokenizer)
+        self.pad = pad_id(self.tokenizer)
         self.config = GenerationConfig(
             do_sample=True, temperature=ppo.temperature, top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens,
             pad_token_id=self.pad, eos_token_id=self.tokenizer.eos_token_id,
