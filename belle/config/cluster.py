@@ -176,7 +176,7 @@ class ClusterConfig:
 
     def _check_no_secret_written(self) -> None:
         """Credentials typed into cluster.setup or cluster.env would land in config.yaml and the sbatch script."""
-        from belle.monitor.secrets import SECRET
+        from belle.config._checks import SECRET
 
         for line in self.setup:
             match = _ASSIGNMENT.match(line)
