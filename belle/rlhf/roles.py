@@ -385,12 +385,12 @@ def _frozen_model(job: JobConfig, role: str, worker: Worker, task: str):
     import deepspeed
 
     from belle.strategy.deepspeed import deepspeed_config
-    from belle.strategy.engine import _partitioned_build
+    from belle.strategy.engine import partitioned_build
 
     strategy = _role_strategy(job, role, worker.world)
     config = {k: v for k, v in deepspeed_config(strategy, job.optim, worker.world).items() if k != "optimizer"}
     zero3 = strategy.zero_stage == 3
-    with _partitioned_build(config) if zero3 else nullcontext():
+    with partitioned_build(config) if zero3 else nullcontext():
         net = _inference_model(job, role_model(job, role), worker, task)
     if zero3:
         return deepspeed.initialize(model=net, config=config)[0]
