@@ -1,7 +1,7 @@
-"""PPO's model folders and resume, refused before anything starts in one line naming the fix (design §5 items 13, 14,
-24 and 25): a reward model that is a causal LM, missing, or with another vocabulary or tokenizer than the policy; a
-resume on other world sizes or ZeRO stages, or with a frozen folder changed since the checkpoint. And the summary of a
-run that method.ppo.stop_kl ended says so. No Ray."""
+"""PPO's model folders and resume, refused before anything starts in one line naming the fix: a reward model that is
+a causal LM, missing, or with another vocabulary or tokenizer than the policy; a resume on other world sizes or ZeRO
+stages, or with a frozen folder changed since the checkpoint. And the summary of a run that method.ppo.stop_kl ended
+says so. No Ray."""
 
 import contextlib
 import dataclasses
