@@ -8,13 +8,9 @@ a fixed allowance covers the CUDA context and allocator slack. Good to ~10-20%: 
 from dataclasses import dataclass
 
 from belle.config import JobConfig
-from belle.config.cluster import GPU_TYPES
+from belle.config.hardware import GIB, GPU_TYPES, OVERHEAD_GIB
 from belle.monitor.flops import model_flops_per_token
 from belle.strategy.deepspeed import COMM_BUCKET
-
-GIB = 1024**3
-OVERHEAD_GIB = 2.0
-"""CUDA context, NCCL buffers and allocator fragmentation (assumed)."""
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,10 @@ def check_steps(job: JobConfig, splits: dict) -> None:
 
 def check_roles_resume(job: JobConfig, run_dir: Path) -> None:
     """Before any worker starts: the run's latest checkpoint resumes on the planned ranks and ZeRO stages of a roles
-    recipe (PPO), with its frozen model folders unchanged (belle.recipes.ppo.check_resume)."""
+    recipe (PPO), with its frozen model folders unchanged (belle.rlhf.state.check_resume)."""
     from belle import checkpoint
-    from belle.recipes.ppo import check_resume
     from belle.rlhf.placement import placement_of
+    from belle.rlhf.state import check_resume
 
     folder = checkpoint.latest(run_dir)
     if folder is not None:

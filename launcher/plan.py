@@ -3,7 +3,7 @@
 import math
 
 from belle.config import JobConfig
-from belle.config.cluster import PRE_AMPERE
+from belle.config.hardware import PRE_AMPERE
 from belle.recipes import recipe
 from launcher.estimate import flops_per_token, gpu_memory_gib, hours_per_epoch, memory_per_gpu
 from launcher.inspect_data import DataFacts
@@ -42,7 +42,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     else:
         rows_per_epoch = facts.num_samples
     if job.method.ppo is not None:  # one step per rollout batch of prompts
-        from belle.recipes.ppo import ppo_steps
+        from belle.rlhf.state import ppo_steps
 
         steps_per_epoch = facts.num_samples and facts.num_samples // job.method.ppo.rollout_batch
         total_steps = ppo_steps(job, facts.num_samples) if facts.num_samples or job.train.max_steps else None

@@ -71,7 +71,7 @@ class HangWatchdog:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suspects = []
         for rank, beat in sorted(beats.items()):
-            state, stack = self.on_node(beat["node"], _inspect, (beat["pid"],))
+            state, stack = self.on_node(beat["node"], inspect_process, (beat["pid"],))
             (folder / f"{stamp}-rank-{rank}.txt").write_text(
                 f"rank {rank}, pid {beat['pid']} on {beat['node']}, last finished step {beat['step']}, "
                 f"process {state}\n\n{stack}"
@@ -83,7 +83,7 @@ class HangWatchdog:
             low = min(beat["step"] for beat in beats.values())
             suspects = [(rank, beat, "waiting") for rank, beat in sorted(beats.items()) if beat["step"] == low]
         for beat in beats.values():
-            self.on_node(beat["node"], _kill, (beat["pid"],))
+            self.on_node(beat["node"], kill_process, (beat["pid"],))
         shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # the next attempt's ranks write their own
         named = "; ".join(f"rank {rank} on {beat['node']} (pid {beat['pid']}, {state}) after step {beat['step']}"
                           for rank, beat, state in suspects)
@@ -97,7 +97,7 @@ def _here(node: str, action: Callable, args: tuple):
     return action(*args)
 
 
-def _inspect(pid: int) -> tuple[str, str]:
+def inspect_process(pid: int) -> tuple[str, str]:
     """A process's state and its Python stack (py-spy, which reads a stopped process too)."""
     import psutil
 
@@ -114,7 +114,8 @@ def _inspect(pid: int) -> tuple[str, str]:
     return state, stack
 
 
-def _kill(pid: int) -> None:
+def kill_process(pid: int) -> None:
+    """SIGKILL a process (gone already: nothing to do)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 

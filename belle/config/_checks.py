@@ -1,7 +1,14 @@
-"""Small helpers shared by the config dataclasses: every failed check is one ValueError naming the fix."""
+"""Small helpers shared by the config dataclasses (every failed check is one ValueError naming the fix), and what
+a credential's name looks like."""
 
 import math
+import re
 from collections.abc import Iterable
+
+# "token" only as the whole name or its last word (hf_token), not tokenizer_path or mean_tokens.
+SECRET = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)
+"""A config key or variable name that looks like a credential: refused where it would be written (belle.config),
+redacted in what is written (belle.monitor.secrets)."""
 
 
 def require(ok: bool, message: str) -> None:

@@ -6,25 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
+from belle.config.hardware import GPU_TYPES
 
 KINDS = ("local", "ray", "slurm")
 
-# Peak dense bf16/fp16 tensor throughput (TFLOP/s) and memory (GiB) per GPU type, for plans.
-GPU_TYPES = {
-    "A100-40GB": (312.0, 40.0),
-    "A100-80GB": (312.0, 80.0),
-    "H100-80GB": (989.0, 80.0),
-    "H200-141GB": (989.0, 141.0),
-    "A800-80GB": (312.0, 80.0),
-    "V100-32GB": (125.0, 32.0),
-}
 GPU_WORKER_CPUS = 8
 """CPU cores per GPU worker where the node's cores are unknown at planning time (Slurm or an existing Ray cluster
 without cluster.cpus_per_node): a low share of common 8-GPU nodes (64-224 cores)."""
 NCCL_PREFIXES = ("NCCL_", "TORCH_NCCL_")
 """Environment variables passed from the launcher's environment to every worker."""
-PRE_AMPERE = frozenset({"V100-32GB"})
-"""GPU types below sm80: no bf16, no FlashAttention kernels (auto attention resolves to sdpa)."""
 
 # What Slurm accepts in the options we render (sbatch reads #SBATCH lines itself, no shell): names, lists of names,
 # and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
@@ -186,7 +176,7 @@ class ClusterConfig:
 
     def _check_no_secret_written(self) -> None:
         """Credentials typed into cluster.setup or cluster.env would land in config.yaml and the sbatch script."""
-        from belle.monitor.secrets import SECRET
+        from belle.config._checks import SECRET
 
         for line in self.setup:
             match = _ASSIGNMENT.match(line)

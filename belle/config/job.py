@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from belle.config._checks import require
-from belle.config.cluster import PRE_AMPERE, ClusterConfig
+from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
+from belle.config.hardware import PRE_AMPERE
 from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig

@@ -123,14 +123,3 @@ def pair_rows(pairs: Sequence[Pair], pad_token_id: int, max_length: int, max_pro
             [*range(n), *range(pad)], pad,
         ))
     return rows
-
-
-def score_pad_id(tokenizer) -> int:
-    """The pad id of pair rows and of a reward model's config: never the EOS, since a sequence-classification head
-    scores the last token that is not padding, and that must be the answer's EOS (the tokenizer's pad token, else
-    its unk token, else id 0; LLaMA's tokenizer has no pad token and BELLE pads with unk)."""
-    eos = eos_token_id(tokenizer)
-    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, 0, 1):
-        if candidate is not None and candidate != eos:
-            return candidate
-    raise AssertionError("unreachable: ids 0 and 1 cannot both be the EOS")

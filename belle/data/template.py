@@ -67,6 +67,18 @@ def eos_token_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
+def pad_id(tokenizer) -> int:
+    """The pad id of pair rows, of a score model's config and of PPO's generation: never the EOS, since a
+    sequence-classification head scores the last token that is not padding, and that must be the answer's EOS (the
+    tokenizer's pad token, else its unk token, else id 0; LLaMA's tokenizer has no pad token and BELLE pads with
+    unk)."""
+    eos = eos_token_id(tokenizer)
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, 0, 1):
+        if candidate is not None and candidate != eos:
+            return candidate
+    raise AssertionError("unreachable: ids 0 and 1 cannot both be the EOS")
+
+
 def _assemble(segment_ids: list[list[int]], parts: list[tuple[str, bool]], eos_id: int, max_length: int) -> Sample:
     input_ids: list[int] = []
     labels: list[int] = []

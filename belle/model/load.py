@@ -56,13 +56,14 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
     (belle.model.heads: causal_lm, or score — a fresh one-output head on the backbone)."""
     import torch
 
+    from belle.data.template import pad_id
     from belle.model.architecture import check_model_path, hf_config
     from belle.model.attention import VARLEN, register_torch_varlen
     from belle.model.heads import CAUSAL_LM, auto_class, score_head_kwargs
 
     if attn_implementation == VARLEN:
         register_torch_varlen()
-    head = {} if task == CAUSAL_LM else score_head_kwargs(model)
+    head = {} if task == CAUSAL_LM else score_head_kwargs(pad_id(load_tokenizer(model)))
     if model.path is not None:
         check_model_path(model)
         with _BUILDING:

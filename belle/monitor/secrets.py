@@ -1,10 +1,9 @@
 """Secrets never reach a written file: config keys that look like credentials are redacted."""
 
-import re
 from typing import Any
 
-# "token" only as the whole name or its last word (hf_token), not tokenizer_path or mean_tokens.
-SECRET = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)
+from belle.config._checks import SECRET
+
 REDACTED = "<redacted>"
 
 

@@ -1,93 +1,18 @@
-"""What every SPMD recipe does the same way: the worker's start (distributed world, seed, attention), the engine's
-resume and checkpoints with per-rank random state, a stop request, the finite-loss check, and rank 0's outputs."""
+"""What the recipes do the same way: a stop request, the finite-loss check, what is due at a step, rank 0's outputs
+and a rank's share of the pairs."""
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 from pathlib import Path
 
-from belle import checkpoint, stop
+from belle import stop
 from belle.config import JobConfig, job_dict
-from belle.model.attention import resolve_attention
 from belle.monitor.flops import model_flops_per_token
 from belle.monitor.metrics import MetricsLog, StepMeter
 from belle.monitor.progress import Progress
 from belle.monitor.wandb_run import start_wandb
-
-CHECKPOINT_TAG = "state"
-
-
-def start_worker(job: JobConfig) -> tuple[int, int, bool]:
-    """Join the torch.distributed world the launcher set up and seed Python and torch; (rank, world, on_gpu)."""
-    import deepspeed
-    import torch
-    import torch.distributed as dist
-
-    on_gpu = torch.cuda.is_available()  # the launcher has set this worker's device
-    if not on_gpu:  # DeepSpeed's shared-memory all-reduce serves inference only: skip its compile on first use (~30 s)
-        from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
-
-        deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    random.seed(job.train.seed)
-    torch.manual_seed(job.train.seed)
-    return dist.get_rank(), dist.get_world_size(), on_gpu
-
-
-def worker_attention(job: JobConfig, on_gpu: bool, rank: int, world: int) -> str:
-    """The attention implementation for this worker's own GPU and packages; rank 0 prints it."""
-    import torch
-
-    capability = torch.cuda.get_device_capability() if on_gpu else None
-    attention = resolve_attention(job.model.attn_implementation, job.model.arch, job.strategy.precision, capability)
-    if rank == 0:
-        where = torch.cuda.get_device_name() if on_gpu else "CPU"
-        print(f"workers: {world} x {where}, attention {attention}", flush=True)
-    return attention
-
-
-def resume(engine, run_dir: Path, state: dict, rank: int) -> Path | None:
-    """Load the run's newest intact checkpoint into ``engine`` and ``state`` (the keys it has) and this rank's random
-    state; return its folder, or None when the run starts fresh."""
-    import torch
-
-    def skipped(folder: Path, why: str) -> None:
-        if rank == 0:
-            print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
-                  flush=True)
-
-    directory = checkpoint.latest(run_dir, on_skip=skipped)
-    if directory is None:
-        return None
-    _, saved = engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
-    state.update({key: saved[key] for key in state})  # DeepSpeed adds keys of its own
-    random_states = directory / f"rng-rank{rank}.pt"
-    if random_states.is_file():  # absent when the world size changed: dropout draws differ, nothing else
-        saved = torch.load(random_states)
-        torch.set_rng_state(saved["torch"])
-        if torch.cuda.is_available():
-            torch.cuda.set_rng_state(saved["cuda"])
-    return directory
-
-
-def saver(engine, run_dir: Path, state: dict, job: JobConfig, rank: int,
-          extra: Callable[[Path], None] | None = None) -> Callable[[], None]:
-    """``save()``: a checkpoint of ``engine`` with ``state`` and every rank's random state (and whatever ``extra``
-    writes into the folder on every rank), ``latest`` moved once all are written."""
-    import torch
-
-    def write(folder: Path) -> None:
-        engine.save_checkpoint(str(folder), tag=CHECKPOINT_TAG, client_state=dict(state))
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state()
-        torch.save(rng, folder / f"rng-rank{rank}.pt")
-        if extra:
-            extra(folder)
-
-    return lambda: checkpoint.save(run_dir, state["step"], job.train.keep_last, write)
 
 
 def leave(job: JobConfig, run_dir: Path, state: dict, start: int, save: Callable[[], None], monitor) -> dict:

@@ -20,9 +20,9 @@ from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
 from belle.data.packing import collate, to_device
-from belle.data.pairs import pair_rows, score_pad_id
+from belle.data.pairs import pair_rows
 from belle.data.records import batched
-from belle.data.template import IGNORE_INDEX
+from belle.data.template import IGNORE_INDEX, pad_id
 from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
@@ -32,6 +32,8 @@ from belle.rlhf.pair_losses import dpo_loss, sequence_log_probs
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
+from belle.train.state import resume, saver
+from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 REFERENCE_FILE = "reference-log-probs.pt"
@@ -59,12 +61,12 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     import torch
     import torch.distributed as dist
 
-    rank, world, _ = common.start_worker(job)
+    rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
 
     # data: held-out pairs, training pairs reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    pad = score_pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     splits = dict(zip(("eval", "train"), open_cache(job.data, tokenizer, run_dir), strict=True))
     strategy, dpo, reference = job.strategy, job.method.dpo, job.method.dpo_reference
     accumulation = grad_accumulation(strategy, world)
@@ -72,7 +74,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     total_steps = optimizer_steps(len(splits["train"]), strategy, world, job.train.epochs, job.train.max_steps)
 
     # model and engine
-    attention = common.worker_attention(job, torch.cuda.is_available(), rank, world)
+    attention = worker_attention(job, torch.cuda.is_available(), rank, world)
     varlen = attention in FLASH_PATHS
     engine = build_engine(
         job.model, strategy, job.optim, job.method.lora, attention=attention, world_size=world,
@@ -86,7 +88,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     # resume; then the reference: the adapters switched off, or the log-probs kept in the checkpoint (or, at the
     # start, computed now by the initial policy)
     state = {"step": 0, "loss": None, "eval_loss": None}
-    folder = common.resume(engine, run_dir, state, rank)
+    folder = resume(engine, run_dir, state, rank)
     table = None
     if reference == "precomputed":
         table = torch.load(folder / REFERENCE_FILE) if folder else {
@@ -114,7 +116,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     )
     monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)
-    save = common.saver(engine, run_dir, state, job, rank,
+    save = saver(engine, run_dir, state, job, rank,
                         extra=_keeper(table, rank))
 
     # loop: the loss is the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks

@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING
 
 from belle import checkpoint, rundir, stop
 from belle.config import JobConfig
-from belle.config._checks import require
 from belle.config.ppo import (
     TRAINED_ROLES,
-    frozen_roles,
     ppo_settings,
     present_roles,
-    role_model_source,
     roles_settings,
     zero_stage,
 )
@@ -34,14 +31,13 @@ from belle.data.conversation import record_kind, to_turns, validate_text
 from belle.data.records import DataError, iter_records
 from belle.data.template import ASSISTANT_PREFIX, eos_token_id, segments, tokenize_batch
 from belle.recipes import common
-from belle.rundir import write_atomic
+from belle.rlhf.state import check_resume, frozen_fingerprints, ppo_steps, read_controller
+from belle.rundir import CONTROLLER, write_atomic
 
 if TYPE_CHECKING:
     from belle.rlhf.calls import RoleCalls
 
 KIND = "roles"
-CONTROLLER = "controller.json"
-"""In each checkpoint folder, beside actor/ and critic/: the controller's state (written last, before ``latest``)."""
 SAMPLES = "samples.jsonl"
 """In the run dir: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 ACTOR_KEYS = ("input_ids", "attention_mask", "response_mask", "old_log_probs", "advantages")
@@ -69,7 +65,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     the controller state: step, prompt cursor, the last reward and KL, and ``stopped`` (why it stopped early)."""
     import torch
 
-    from belle.data.pairs import score_pad_id
+    from belle.data.template import pad_id
     from belle.model.load import load_tokenizer
     from belle.rlhf import rewards
     from belle.rlhf.experience import RunningMoments, token_rewards
@@ -85,7 +81,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
 
     run_dir, ppo = Path(run_dir), ppo_settings(job)
     tokenizer = load_tokenizer(job.model)
-    pad, eos = score_pad_id(tokenizer), eos_token_id(tokenizer)
+    pad, eos = pad_id(tokenizer), eos_token_id(tokenizer)
     prompts = prompt_source(job, tokenizer)
     total_steps = ppo_steps(job, len(prompts))
     worlds = {role: roles.world(role) for role in present_roles(job)}
@@ -259,64 +255,6 @@ def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
         tokens = [t for _, answer in parts for t in next(ids) + ([eos] if answer else [])]
         prompts.append(Prompt(tokens[-ppo.max_prompt_length:], "".join(text for text, _ in parts), reference))
     return prompts
-
-
-def ppo_steps(job: JobConfig, prompts: int) -> int:
-    """PPO steps of the run: train.max_steps, else train.epochs passes over ``prompts`` prompts (whole steps)."""
-    steps = job.train.max_steps or int(job.train.epochs * prompts) // ppo_settings(job).rollout_batch
-    require(steps > 0, f"{prompts} prompts make no step of method.ppo.rollout_batch={ppo_settings(job).rollout_batch}:"
-                       " set train.epochs higher or method.ppo.rollout_batch lower")
-    return steps
-
-
-def planned_steps(job: JobConfig) -> int:
-    """PPO steps of the run as the roles see it before any prompt is read (the prompt records counted unless
-    train.max_steps is set): their learning-rate schedules' length."""
-    return ppo_steps(job, 0 if job.train.max_steps else sum(1 for _ in iter_records(job.data.path)))
-
-
-def read_controller(folder: Path) -> dict:
-    """The controller state saved in checkpoint ``folder``."""
-    return json.loads((Path(folder) / CONTROLLER).read_text())
-
-
-def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int]) -> None:
-    """Refuse to resume checkpoint ``folder`` with a trained role on another world size or ZeRO stage (``worlds``:
-    role → ranks), or with a frozen role's model folder changed since the save (§5 items 24 and 25)."""
-    saved = read_controller(folder)
-    for role in TRAINED_ROLES:
-        check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
-    now = frozen_fingerprints(job)
-    for role, was in saved.get("frozen", {}).items():
-        model, key = role_model_source(job, role)
-        require(
-            was == now.get(role),
-            f"checkpoint {Path(folder).name} was saved with {key}={model.path} as it was then, but its config.json or "
-            "weight files have changed since: put that folder back as it was, or start a new run "
-            "(launcher.run_dir=<a new folder>)",
-        )
-
-
-def frozen_fingerprints(job: JobConfig) -> dict[str, dict | None]:
-    """Each frozen role's model folder as it is now (belle.model.architecture.folder_fingerprint; None: built from
-    the architecture numbers), kept in controller.json so that a resume can tell a changed folder."""
-    from belle.model.architecture import folder_fingerprint
-
-    models = {role: role_model_source(job, role)[0] for role in frozen_roles(job)}
-    return {role: folder_fingerprint(model.path) if model.path else None for role, model in models.items()}
-
-
-def check_resumable(saved: dict, folder: Path, role: str, world: int, stage: int) -> None:
-    """Refuse to resume a trained role on another world size or ZeRO stage than it was saved with."""
-    if role not in TRAINED_ROLES:
-        return  # frozen roles keep nothing in a checkpoint
-    was = saved["roles"][role]
-    require(
-        (was["world"], was["zero_stage"]) == (world, stage),
-        f"checkpoint {Path(folder).name} holds roles.{role} saved on {was['world']} ranks with ZeRO-{was['zero_stage']}"
-        f", but this run places it on {world} ranks with ZeRO-{stage}: place it as before (roles.{role}.zero_stage="
-        f"{was['zero_stage']}, {was['world']} workers) or start a new run (launcher.run_dir=<a new folder>)",
-    )
 
 
 class PromptStream:

@@ -17,18 +17,22 @@ from pathlib import Path
 from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
-from belle.data.pairs import pair_rows, score_pad_id
+from belle.data.packing import collate, to_device
+from belle.data.pairs import pair_rows
 from belle.data.records import batched
+from belle.data.template import pad_id
 from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
-from belle.model.heads import SCORE, scores
+from belle.model.heads import SCORE
 from belle.model.load import load_tokenizer
 from belle.recipes import common
 from belle.rlhf.pair_losses import pairwise_loss
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
+from belle.train.state import resume, saver
+from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 REWARD_STATS = "reward_stats.json"
@@ -51,12 +55,12 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     import torch
     import torch.distributed as dist
 
-    rank, world, _ = common.start_worker(job)
+    rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
 
     # data: held-out pairs, training pairs reshuffled every epoch, read from the cache the launcher prepared
     tokenizer = load_tokenizer(job.model)
-    pad = score_pad_id(tokenizer)  # never the EOS: the head scores the last token that is not padding
+    pad = pad_id(tokenizer)  # never the EOS: the head scores the last token that is not padding
     eval_pairs, train_pairs = open_cache(job.data, tokenizer, run_dir)
     strategy, rm = job.strategy, job.method.rm
     accumulation = grad_accumulation(strategy, world)
@@ -64,7 +68,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     total_steps = optimizer_steps(len(train_pairs), strategy, world, job.train.epochs, job.train.max_steps)
 
     # model and engine: the job's model with a fresh one-output head (or a reward model's own)
-    attention = common.worker_attention(job, torch.cuda.is_available(), rank, world)
+    attention = worker_attention(job, torch.cuda.is_available(), rank, world)
     varlen = attention in FLASH_PATHS
     engine = build_engine(
         job.model, strategy, job.optim, job.method.lora, attention=attention, world_size=world,
@@ -78,7 +82,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
-    common.resume(engine, run_dir, state, rank)
+    resume(engine, run_dir, state, rank)
     start = state["step"]
     micro_batches = batched(
         epochs(train_pairs, pairs_per_rank, rank, world, job.train.seed, start * strategy.micro_batch * accumulation),
@@ -86,7 +90,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     )
     monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)
-    save = common.saver(engine, run_dir, state, job, rank)
+    save = saver(engine, run_dir, state, job, rank)
 
     # loop: the loss is the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks
     # and the window is that mean)
@@ -137,6 +141,14 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     if monitor:
         monitor.finish()
     return state
+
+
+def scores(model, rows, varlen: bool = False):
+    """One float32 score per row of ``rows`` (belle.data.packing.PackedRow, pad tails included) from a score
+    model (a DeepSpeed engine or a plain module) on its device."""
+    batch = to_device(collate(rows, varlen), next(model.parameters()).device)
+    batch.pop("labels")
+    return model(**batch, attention_mask=None, use_cache=False).logits.squeeze(-1).float()
 
 
 def _totals(losses, chosen, rejected, real=None):

@@ -24,6 +24,8 @@ from belle.recipes import common
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs, evaluate
+from belle.train.state import resume, saver
+from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 
@@ -45,7 +47,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     import torch
     import torch.distributed as dist
 
-    rank, world, _ = common.start_worker(job)
+    rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
 
     # data: held-out eval rows, training rows reshuffled every epoch, read from the cache the launcher prepared
@@ -58,7 +60,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     total_steps = optimizer_steps(len(train_rows), strategy, world, job.train.epochs, job.train.max_steps)
 
     # model and engine: attention resolved here, on the worker's own GPU and packages
-    attention = common.worker_attention(job, torch.cuda.is_available(), rank, world)
+    attention = worker_attention(job, torch.cuda.is_available(), rank, world)
     varlen = attention in FLASH_PATHS  # packed-row boundaries go to the kernel as per-micro-batch lengths
     engine = build_engine(
         job.model, strategy, job.optim, job.method.lora, attention=attention, world_size=world,
@@ -68,14 +70,14 @@ def train(job: JobConfig, run_dir: Path) -> dict:
 
     # resume: weights, optimizer, schedule and step from the checkpoint; the data position follows from the step
     state = {"step": 0, "loss": None, "eval_loss": None}
-    common.resume(engine, run_dir, state, rank)
+    resume(engine, run_dir, state, rank)
     start = state["step"]
     micro_batches = batched(
         epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
     monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
-    save = common.saver(engine, run_dir, state, job, rank)
+    save = saver(engine, run_dir, state, job, rank)
 
     # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
     # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches

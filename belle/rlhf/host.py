@@ -1,6 +1,6 @@
 """One process of a PPO pool: it joins the pool's torch.distributed world and hosts every role placed on its GPU (or
 CPU worker), built one after another; the controller reaches them through ``call`` (a Ray actor method in
-launcher/backends/ray_roles.py, a plain call in belle.rlhf.calls.LocalRoles)."""
+launcher/backends/ray_roles.py, a plain call in belle.rlhf.local.LocalRoles)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from belle import checkpoint
 from belle.config import JobConfig
 from belle.config._checks import require
 from belle.config.ppo import TRAINED_ROLES, ppo_settings, roles_settings, zero_stage
-from belle.recipes.ppo import check_resumable, planned_steps, read_controller
+from belle.rlhf.state import check_resumable, planned_steps, read_controller
 
 
 class RoleHost:
@@ -32,8 +32,8 @@ class RoleHost:
         import torch
         import torch.distributed as dist
 
-        from belle.recipes import common
         from belle.rlhf.roles import Worker, build_role
+        from belle.train.worker import start_worker, worker_attention
 
         os.environ |= {"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port), "RANK": str(self.rank),
                        "WORLD_SIZE": str(self.world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
@@ -43,8 +43,8 @@ class RoleHost:
         for role in set(self.roles) & set(TRAINED_ROLES):
             ppo_settings(self.job).check_batches(self.world, roles_settings(self.job).block(role).micro_batch,
                                                  f"roles.{role}")
-        _, _, on_gpu = common.start_worker(self.job)
-        attention = common.worker_attention(self.job, on_gpu, self.rank, self.world)
+        _, _, on_gpu = start_worker(self.job)
+        attention = worker_attention(self.job, on_gpu, self.rank, self.world)
         worker = Worker(self.rank, self.world, attention, planned_steps(self.job))
         for role in self.roles:  # one at a time: a whole model in host RAM while it is partitioned, then the next
             self.objects[role] = build_role(role, self.job, worker)

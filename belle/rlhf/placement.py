@@ -16,11 +16,10 @@ from string import ascii_uppercase
 
 from belle.config import ClusterConfig, LoraConfig, ModelConfig, StrategyConfig
 from belle.config._checks import require
-from belle.config.cluster import GPU_TYPES
+from belle.config.hardware import GIB, GPU_TYPES, OVERHEAD_GIB
 from belle.config.roles import NAMED_LAYOUTS, ROLES, TRAINED_ROLES, RolesConfig
 from belle.model.memory import activation_bytes, block_activation_bytes, kv_cache_bytes, logit_bytes
 from belle.monitor.progress import short_count
-from launcher.estimate import GIB, OVERHEAD_GIB
 
 PoolSpec = tuple[str, tuple[str, ...], int]
 """A pool before placement: (name, roles, workers)."""

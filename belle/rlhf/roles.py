@@ -24,9 +24,9 @@ import torch
 from belle.config import JobConfig
 from belle.config.ppo import TRAINED_ROLES, ppo_settings, role_model, roles_settings, zero_stage
 from belle.model.heads import CAUSAL_LM, SCORE
-from belle.recipes.common import CHECKPOINT_TAG
 from belle.rlhf.ppo_losses import entropy_from_logits, log_probs_from_logits, masked_mean, policy_loss, value_loss
 from belle.rlhf.weight_sync import SyncGroup, WeightStream
+from belle.train.state import CHECKPOINT_TAG
 
 
 @dataclass(frozen=True)
@@ -257,12 +257,12 @@ class Sampler:
     def __init__(self, job: JobConfig, rank: int):
         from transformers import GenerationConfig
 
-        from belle.data.pairs import score_pad_id
+        from belle.data.template import pad_id
         from belle.model.load import load_tokenizer
 
         ppo = ppo_settings(job)
         self.seed, self.rank, self.tokenizer = job.train.seed, rank, load_tokenizer(job.model)
-        self.pad = score_pad_id(self.tokenizer)
+        self.pad = pad_id(self.tokenizer)
         self.config = GenerationConfig(
             do_sample=True, temperature=ppo.temperature, top_p=ppo.top_p, top_k=0, max_new_tokens=ppo.max_new_tokens,
             pad_token_id=self.pad, eos_token_id=self.tokenizer.eos_token_id,
@@ -385,12 +385,12 @@ def _frozen_model(job: JobConfig, role: str, worker: Worker, task: str):
     import deepspeed
 
     from belle.strategy.deepspeed import deepspeed_config
-    from belle.strategy.engine import _partitioned_build
+    from belle.strategy.engine import partitioned_build
 
     strategy = _role_strategy(job, role, worker.world)
     config = {k: v for k, v in deepspeed_config(strategy, job.optim, worker.world).items() if k != "optimizer"}
     zero3 = strategy.zero_stage == 3
-    with _partitioned_build(config) if zero3 else nullcontext():
+    with partitioned_build(config) if zero3 else nullcontext():
         net = _inference_model(job, role_model(job, role), worker, task)
     if zero3:
         return deepspeed.initialize(model=net, config=config)[0]

@@ -1,5 +1,6 @@
-"""A model inside its DeepSpeed engine, built from the config sections it needs: shared by every recipe (and by
-the reference, reward and critic models to come, which have no optimizer of their own)."""
+"""A model inside its DeepSpeed engine, built from the config sections it needs (every trained model: the recipes'
+and PPO's actor and critic), and the ZeRO-3 switch that partitions a model as it is built (PPO's frozen roles,
+built without an optimizer in belle.rlhf.roles, use it too)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def build_engine(
     from belle.strategy.schedule import build_scheduler
 
     config = deepspeed_config(strategy, optim, world_size)
-    with _partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
+    with partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
         net = build_model(model, attention, dtype=getattr(torch, DTYPES[strategy.precision]), seed=seed, task=task)
     if strategy.activation_checkpointing:
         net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -65,7 +66,7 @@ def _compile_blocks(net) -> None:
 
 
 @contextmanager
-def _partitioned_build(config: dict):
+def partitioned_build(config: dict):
     """Models built or loaded inside are partitioned by deepspeed.zero.Init as they are made. Only inside: a model
     loaded later by one rank alone (the export's reload checks) must not start collectives the others never join."""
     from transformers.integrations import HfDeepSpeedConfig

@@ -148,7 +148,7 @@ def _gather(refs: list, targets: list[Target], phase: str, timeout_s: float, key
 def _stalled(stalled: list[Target], phase: str, timeout_s: float, key: str, run_dir: Path) -> str:
     """Write each stalled rank's stack to <run_dir>/hang/ (py-spy), kill its process, and say which one the others
     wait for: a stopped one, or one not waiting in a collective, else the first."""
-    from launcher.watchdog import COLLECTIVES, _inspect, _kill, on_ray_node
+    from launcher.watchdog import COLLECTIVES, inspect_process, kill_process, on_ray_node
 
     probed = [(rank, role) for rank, role in stalled if rank.where]
     if not probed:  # not started yet: no process to inspect
@@ -159,14 +159,14 @@ def _stalled(stalled: list[Target], phase: str, timeout_s: float, key: str, run_
     stamp = time.strftime("%Y%m%d-%H%M%S")
     suspects = []
     for rank, role in probed:
-        state, stack = on_ray_node(rank.where["host"], _inspect, (rank.where["pid"],))
+        state, stack = on_ray_node(rank.where["host"], inspect_process, (rank.where["pid"],))
         (folder / f"{stamp}-pool-{rank.pool}-rank-{rank.rank}.txt").write_text(
             f"{rank.name(role)}, phase {phase}, process {state}\n\n{stack}"
         )
         if state in ("stopped", "tracing-stop") or not any(word in stack for word in COLLECTIVES):
             suspects.append((rank, role))
     for rank, _ in probed:
-        on_ray_node(rank.where["host"], _kill, (rank.where["pid"],))
+        on_ray_node(rank.where["host"], kill_process, (rank.where["pid"],))
     rank, role = (suspects or probed)[0]
     return (f"{rank.name(role)} stalled in phase {phase} for {timeout_s:g} s ({key}); {len(stalled)} rank(s) still "
             f"running, their stacks in {folder}: fix the stall, or raise {key} if the phase really takes that long")

@@ -7,10 +7,10 @@ import pytest
 from belle.config import DataConfig
 from belle.data.cache import open_cache
 from belle.data.dataset import build_pairs
-from belle.data.pairs import pair_rows, score_pad_id, to_pair
+from belle.data.pairs import pair_rows, to_pair
 from belle.data.prepare import prepare
 from belle.data.records import SAMPLES_DIR, DataError
-from belle.data.template import IGNORE_INDEX
+from belle.data.template import IGNORE_INDEX, pad_id
 
 PROMPT = "Human: \nA\n\nAssistant: \nB\n\nHuman: \nC\n\nAssistant: \n"
 
@@ -69,7 +69,7 @@ def test_dpo_rows_cut_the_prompt_from_the_left_and_the_answer_from_the_right(tok
     ]), format="dpo", pack=False, max_length=64, cache_dir=str(tmp_path / "cache"))
     prepare(data, tokenizer, processes=1)
     _, [pair] = open_cache(data, tokenizer)
-    chosen, rejected = pair_rows([pair], score_pad_id(tokenizer), 64, max_prompt_length=16)
+    chosen, rejected = pair_rows([pair], pad_id(tokenizer), 64, max_prompt_length=16)
     prompt = tokenizer.encode(PROMPT * 8, add_special_tokens=False)
     assert chosen.input_ids[:16] == prompt[-16:] and chosen.labels[:16] == [IGNORE_INDEX] * 16
     assert len(chosen.input_ids) - chosen.n_pad == 64 and chosen.labels[16] != IGNORE_INDEX
@@ -92,14 +92,3 @@ def test_the_cache_holds_the_in_memory_pairs_with_the_first_ones_held_out(tokeni
     assert [train_pairs[i].index for i in (0, 5)] == [0, 5]
     held_out = {(tuple(p.chosen), tuple(p.rejected)) for p in eval_pairs}
     assert not held_out & {(tuple(p.chosen), tuple(p.rejected)) for p in train_pairs}
-
-
-def test_the_score_pad_id_is_never_the_eos(tokenizer):
-    class NoPad:
-        eos_token_id, pad_token_id, unk_token_id = 2, None, 0
-
-    class PadIsEos:
-        eos_token_id, pad_token_id, unk_token_id = 0, 0, None
-
-    assert score_pad_id(tokenizer) == tokenizer.pad_token_id != tokenizer.eos_token_id
-    assert (score_pad_id(NoPad()), score_pad_id(PadIsEos())) == (0, 1)

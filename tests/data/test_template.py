@@ -4,7 +4,7 @@ import pytest
 
 from belle.data.conversation import to_turns
 from belle.data.records import DataError, iter_records
-from belle.data.template import IGNORE_INDEX, Sample, encode, encode_many
+from belle.data.template import IGNORE_INDEX, Sample, encode, encode_many, pad_id
 
 EOS = 2
 MERGED = "\n好"  # the char tokenizer's one merge
@@ -89,3 +89,14 @@ def test_a_tokenizer_without_a_rust_backend_gives_the_same_samples(char_tokenize
         encode(TURNS, char_tokenizer, 100),
         encode(TURNS[:2], char_tokenizer, 100),
     ]
+
+
+def test_the_pad_id_is_never_the_eos(tokenizer):
+    class NoPad:
+        eos_token_id, pad_token_id, unk_token_id = 2, None, 0
+
+    class PadIsEos:
+        eos_token_id, pad_token_id, unk_token_id = 0, 0, None
+
+    assert pad_id(tokenizer) == tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert (pad_id(NoPad()), pad_id(PadIsEos())) == (0, 1)

@@ -1,7 +1,7 @@
-"""PPO's model folders and resume, refused before anything starts in one line naming the fix (design §5 items 13, 14,
-24 and 25): a reward model that is a causal LM, missing, or with another vocabulary or tokenizer than the policy; a
-resume on other world sizes or ZeRO stages, or with a frozen folder changed since the checkpoint. And the summary of a
-run that method.ppo.stop_kl ended says so. No Ray."""
+"""PPO's model folders and resume, refused before anything starts in one line naming the fix: a reward model that is
+a causal LM, missing, or with another vocabulary or tokenizer than the policy; a resume on other world sizes or ZeRO
+stages, or with a frozen folder changed since the checkpoint. And the summary of a run that method.ppo.stop_kl ended
+says so. No Ray."""
 
 import contextlib
 import dataclasses
@@ -13,7 +13,8 @@ import pytest
 from belle import checkpoint
 from belle.model.architecture import check_model_path, check_same_tokenizer, folder_fingerprint
 from belle.model.tokenizer import tiny_tokenizer
-from belle.recipes.ppo import CONTROLLER, check_resume, frozen_fingerprints
+from belle.rlhf.state import check_resume, frozen_fingerprints
+from belle.rundir import CONTROLLER
 from launcher.app import run
 from launcher.errors import explain
 

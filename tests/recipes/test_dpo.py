@@ -48,18 +48,18 @@ def _engine_log_probs(job, count: int) -> dict:
     import torch
 
     from belle.data.cache import open_cache
-    from belle.data.pairs import score_pad_id
+    from belle.data.template import pad_id
     from belle.model.load import load_tokenizer
-    from belle.recipes import common
     from belle.recipes.dpo import _precompute, pair_log_probs
     from belle.strategy.engine import build_engine
+    from belle.train.worker import start_worker
 
-    rank, world, _ = common.start_worker(job)
+    rank, world, _ = start_worker(job)
     tokenizer = load_tokenizer(job.model)
     eval_pairs, _ = open_cache(job.data, tokenizer)
     engine = build_engine(job.model, job.strategy, job.optim, None, attention="sdpa", world_size=world,
                           total_steps=1, seed=0)
-    dpo, pad = job.method.dpo, score_pad_id(tokenizer)
+    dpo, pad = job.method.dpo, pad_id(tokenizer)
 
     def log_probs(pairs):
         return pair_log_probs(engine, pairs, pad, job.data.max_length, dpo.max_prompt_length)

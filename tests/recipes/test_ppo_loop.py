@@ -44,7 +44,7 @@ def ppo_job(job, local_world):
 def train(job, run_dir, wrap=None):
     """Train ``job`` in ``run_dir`` on LocalRoles (wrapped by ``wrap``) → (state, the LocalRoles)."""
     from belle.recipes import ppo
-    from belle.rlhf.calls import LocalRoles
+    from belle.rlhf.local import LocalRoles
 
     roles = LocalRoles(job, run_dir)
     return ppo.train(job, run_dir, wrap(roles) if wrap else roles), roles
@@ -138,7 +138,7 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(ppo_job, tmp_pa
     assert straight[3]["kl_coef"] != 0.1  # the adaptive coefficient moved, and was restored exactly
 
     # resuming with another ZeRO stage is refused in one line naming the fix
-    from belle.rlhf.calls import LocalRoles
+    from belle.rlhf.local import LocalRoles
 
     with pytest.raises(ValueError, match=r"roles.actor saved on 1 ranks with ZeRO-2, but this run places it on 1 "
                                          r"ranks with ZeRO-3: place it as before \(roles.actor.zero_stage=2"):

@@ -17,7 +17,7 @@ RESPONSES = [[20, 21, 2], [22, 23, 24, 25, 26], [27]]  # 2 is the EOS
 def hosted(job, local_world, tmp_path):
     """``hosted(*overrides, roles=…, placed=RolesConfig(…), **ppo)`` → the role objects of a PPO job built in this
     process."""
-    from belle.rlhf.calls import LocalRoles
+    from belle.rlhf.local import LocalRoles
 
     def _hosted(*overrides: str, roles=None, placed=None, **ppo):
         composed = job("data=sample_prompts", "strategy.precision=fp32", "monitor=off", "optim.lr=1e-2",

@@ -1,0 +1,36 @@
+"""A training process's start: the torch.distributed world the launcher set up, the seeds, the attention for its
+device (every SPMD rank and every PPO role host)."""
+
+import random
+
+from belle.config import JobConfig
+from belle.model.attention import resolve_attention
+
+
+def start_worker(job: JobConfig) -> tuple[int, int, bool]:
+    """Join the torch.distributed world the launcher set up and seed Python and torch; (rank, world, on_gpu)."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    on_gpu = torch.cuda.is_available()  # the launcher has set this worker's device
+    if not on_gpu:  # DeepSpeed's shared-memory all-reduce serves inference only: skip its compile on first use (~30 s)
+        from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+        deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    random.seed(job.train.seed)
+    torch.manual_seed(job.train.seed)
+    return dist.get_rank(), dist.get_world_size(), on_gpu
+
+
+def worker_attention(job: JobConfig, on_gpu: bool, rank: int, world: int) -> str:
+    """The attention implementation for this worker's own GPU and packages; rank 0 prints it."""
+    import torch
+
+    capability = torch.cuda.get_device_capability() if on_gpu else None
+    attention = resolve_attention(job.model.attn_implementation, job.model.arch, job.strategy.precision, capability)
+    if rank == 0:
+        where = torch.cuda.get_device_name() if on_gpu else "CPU"
+        print(f"workers: {world} x {where}, attention {attention}", flush=True)
+    return attention
