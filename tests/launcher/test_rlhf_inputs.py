@@ -58,3 +58,34 @@ def test_a_dry_run_on_text_prompts_with_math_answer_exits_2_before_ray(cli, tmp_
     assert out.stderr.startswith(f"error: {SAMPLES_DIR / 'prompts.jsonl'}:1: method.ppo.reward.rule=math_answer "
                                  "cannot score this prompt: it has no reference answer")
     assert len(out.stderr.splitlines()) == 1 and "Ray" not in out.stdout
+
+
+@pytest.mark.parametrize("margin", ["nan", "inf", "-inf"])
+def test_a_non_finite_reward_model_margin_is_refused(job, margin):
+    with pytest.raises(ValueError) as info:
+        job("+exp=rm_7b", "+smoke=tiny", f"method.rm.margin={margin}")
+    assert str(info.value) == (
+        f"method.rm.margin={float(margin)} must be a finite number (the loss would be non-finite from step 1): set "
+        "method.rm.margin=0")
+    assert job("+exp=rm_7b", "+smoke=tiny", "method.rm.margin=-0.5").method.rm.margin == -0.5
+
+
+def test_an_infinite_centring_weight_is_refused(job):
+    with pytest.raises(ValueError, match=r"^method.rm.center_coef=inf must be a finite number >= 0: set "
+                                         r"method.rm.center_coef=0$"):
+        job("+exp=rm_7b", "+smoke=tiny", "method.rm.center_coef=inf")
+
+
+def test_a_non_finite_first_loss_blames_the_inputs_and_a_later_one_the_learning_rate():
+    from belle.recipes.common import check_finite
+
+    check_finite(0.69, 1)
+    with pytest.raises(RuntimeError) as first:
+        check_finite(float("nan"), 1)
+    assert str(first.value) == (
+        "the training loss is nan at optimizer step 1, before the learning rate could move the weights far: most "
+        "likely an input is not finite: check the weights at model.path, the data and the method's settings (e.g. "
+        "method.rm.margin); no checkpoint was written")
+    with pytest.raises(RuntimeError, match=r"^the training loss is inf at optimizer step 7: lower optim.lr, raise "
+                                           r"optim.warmup_steps"):
+        check_finite(float("inf"), 7)
