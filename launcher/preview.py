@@ -1,5 +1,6 @@
 """``launcher.preview=N``: the first N training samples exactly as the model sees them, trained spans marked (a pair:
-its chosen, then its rejected sequence, the answers marked)."""
+its chosen, then its rejected sequence, the answers marked; a PPO prompt: its tokens, none trained, since PPO trains
+only the responses it generates)."""
 
 import json
 import sys
@@ -37,15 +38,37 @@ def preview(job: JobConfig, out: Path) -> None:
     from belle.rundir import write_atomic
 
     tokenizer = load_tokenizer(job.model)
-    samples, _ = builder(job.data.format)(job.data.path, tokenizer, job.data.max_length, limit=job.launcher.preview)
-    samples = samples[: job.launcher.preview]
+    if job.data.format == "prompt":
+        samples, references = _prompts(job, tokenizer)
+    else:
+        samples, _ = builder(job.data.format)(job.data.path, tokenizer, job.data.max_length, limit=job.launcher.preview)
+        samples, references = samples[: job.launcher.preview], None
     if job.data.pairs:  # each pair as its chosen, then its rejected sequence
         samples = [sample for pair in samples for sample in pair]
     rows = [{"text": tokenizer.decode(s.input_ids), "input_ids": s.input_ids, "labels": s.labels} for s in samples]
+    if references:
+        rows = [row | {"reference": reference} for row, reference in zip(rows, references, strict=True)]
     write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     colour = sys.stdout.isatty()
     legend = "green" if colour else f"{OPEN}…{CLOSE}"
-    print(f"\npreview: {len(rows)} sample(s) → {out}   (trained tokens in {legend}; the rest is masked)")
+    what = ("PPO prompts: none of their tokens is trained, only the responses generated after them"
+            if job.data.format == "prompt" else f"trained tokens in {legend}; the rest is masked")
+    print(f"\npreview: {len(rows)} sample(s) → {out}   ({what})")
     for i, s in enumerate(samples):
         print(f"\n--- sample {i}: {len(s.input_ids)} tokens, {s.n_trained} trained ---")
         print(render(spans(tokenizer, s.input_ids, s.labels), colour))
+        if references and references[i] is not None:
+            print(f"(reference answer, compared by the rule, not shown to the model: {references[i]})")
+
+
+def _prompts(job: JobConfig, tokenizer) -> tuple[list, list[str | None] | None]:
+    """The first launcher.preview PPO prompts as untrained samples (prompt tokens only, cut as PPO cuts them), and
+    their reference answers when a rule reward reads them (else None)."""
+    from belle.data.template import IGNORE_INDEX, Sample
+    from belle.recipes.ppo import prompt_source
+    from belle.rlhf.rewards import REFERENCE_NEEDS
+
+    prompts = prompt_source(job, tokenizer)[: job.launcher.preview]
+    samples = [Sample(p.ids, [IGNORE_INDEX] * len(p.ids)) for p in prompts]
+    compared = job.method.ppo.reward.rule in REFERENCE_NEEDS
+    return samples, [p.reference for p in prompts] if compared else None

@@ -1,5 +1,6 @@
 """The training method and its own settings: LoRA, and the block of the RLHF method it names (rm, dpo, ppo)."""
 
+import math
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
@@ -46,8 +47,12 @@ class RmConfig:
     """Weight of (r_chosen + r_rejected)^2 in the loss, keeping scores centred on 0 (0 turns it off)."""
 
     def __post_init__(self) -> None:
+        require(math.isfinite(self.margin),
+                f"method.rm.margin={self.margin} must be a finite number (the loss would be non-finite from step 1): "
+                "set method.rm.margin=0")
         require(
-            self.center_coef >= 0, f"method.rm.center_coef={self.center_coef} must be >= 0: set method.rm.center_coef=0"
+            math.isfinite(self.center_coef) and self.center_coef >= 0,
+            f"method.rm.center_coef={self.center_coef} must be a finite number >= 0: set method.rm.center_coef=0",
         )
 
 

@@ -14,6 +14,8 @@ REWARD_SOURCES = ("model", "rule")
 REWARD_RULES = ("math_answer", "chinese_ratio", "length_target")
 """belle.rlhf.rewards.RULES by name."""
 CRITIC_INITS = ("reward", "policy")
+KL_ERROR_CLIP = 0.2
+"""The adaptive KL controller clips its relative error KL / target − 1 to ±KL_ERROR_CLIP (belle.rlhf.ppo_losses)."""
 
 
 @dataclass
@@ -25,7 +27,8 @@ class KlConfig:
     target: float | None = None
     """KL per response the adaptive controller steers towards; None keeps ``coef`` fixed."""
     horizon: int = 10000
-    """Samples over which the adaptive controller corrects its error."""
+    """Samples over which the adaptive controller corrects its error; at least the sequences of one PPO step, so one
+    update moves the coefficient by at most ±KL_ERROR_CLIP of itself."""
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.coef) and self.coef >= 0,
@@ -33,7 +36,24 @@ class KlConfig:
         one_of("method.ppo.kl.estimator", self.estimator, KL_ESTIMATORS)
         if self.target is not None:
             positive("method.ppo.kl.target", self.target, 6)
+            require(self.coef > 0,
+                    f"method.ppo.kl.coef=0 with method.ppo.kl.target={self.target:g} stays 0 for good (the adaptive "
+                    "controller multiplies the coefficient): set method.ppo.kl.coef=0.2, or method.ppo.kl.target=null "
+                    "for no KL penalty")
         positive("method.ppo.kl.horizon", self.horizon, 10000)
+
+    def check_horizon(self, sequences: int) -> None:
+        """An adaptive controller updated with ``sequences`` samples per step multiplies the coefficient by
+        1 + err · sequences / horizon with |err| ≤ KL_ERROR_CLIP: a horizon under the sequences per step lets one
+        update move it by more than ±KL_ERROR_CLIP, and under a fifth of them turn it negative (a KL bonus)."""
+        worst = 1 - KL_ERROR_CLIP * sequences / self.horizon
+        require(
+            self.target is None or self.horizon >= sequences,
+            f"method.ppo.kl.horizon={self.horizon} is shorter than the {sequences} sequences of one PPO step: one "
+            f"update could multiply method.ppo.kl.coef by as little as {worst:.3g} "
+            f"(0 or less turns the KL penalty into a bonus): set method.ppo.kl.horizon={sequences} or more "
+            "(default 10000)",
+        )
 
 
 @dataclass
@@ -205,6 +225,7 @@ class PpoConfig:
             "method.ppo.reward.normalize and whiten_advantages need 2 or more sequences per step: set "
             "method.ppo.rollout_batch=2 or higher",
         )
+        self.kl.check_horizon(self.sequences)
 
 
 

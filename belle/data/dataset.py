@@ -95,12 +95,17 @@ def build_pairs(
 
 def builder(data_format: str):
     """The in-memory builder of data.format, called as (spec, tokenizer, max_length, limit=…): build_sft_samples
-    (sft), build_pretrain_blocks (pretrain) or build_pairs (preference, dpo)."""
+    (sft), build_pretrain_blocks (pretrain) or build_pairs (preference, dpo). PPO's prompts (data.format=prompt)
+    train no tokens of their own: belle.recipes.ppo.prompt_source reads them."""
     if data_format in PAIR_FORMATS:
         return lambda spec, tokenizer, max_length, limit=None: build_pairs(
             spec, tokenizer, max_length, data_format, limit
         )
-    return build_pretrain_blocks if data_format == "pretrain" else build_sft_samples
+    builders = {"sft": build_sft_samples, "pretrain": build_pretrain_blocks}
+    if data_format not in builders:
+        raise ValueError(f"data.format={data_format} has no training samples to build: PPO's prompts are read by "
+                         "belle.recipes.ppo.prompt_source")
+    return builders[data_format]
 
 
 def check_records(spec: str, stats: DatasetStats) -> None:

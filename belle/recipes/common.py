@@ -27,12 +27,20 @@ def leave(job: JobConfig, run_dir: Path, state: dict, start: int, save: Callable
 
 
 def check_finite(loss: float, step: int) -> None:
-    """Stop the run at a NaN or infinite loss (the last good checkpoint stays)."""
-    if not math.isfinite(loss):
+    """Stop the run at a NaN or infinite loss (the last good checkpoint stays). At step 1 the loss comes from the
+    starting weights, so the message points at the inputs rather than the learning rate."""
+    if math.isfinite(loss):
+        return
+    if step == 1:
         raise RuntimeError(
-            f"the training loss is {loss} at optimizer step {step}: lower optim.lr, raise optim.warmup_steps, or "
-            "use strategy.precision=bf16 instead of fp16; the last good checkpoint is kept"
+            f"the training loss is {loss} at optimizer step 1, before the learning rate could move the weights far: "
+            "most likely an input is not finite: check the weights at model.path, the data and the method's "
+            "settings (e.g. method.rm.margin); no checkpoint was written"
         )
+    raise RuntimeError(
+        f"the training loss is {loss} at optimizer step {step}: lower optim.lr, raise optim.warmup_steps, or "
+        "use strategy.precision=bf16 instead of fp16; the last good checkpoint is kept"
+    )
 
 
 def due(every: int | None, step: int, total_steps: int) -> bool:

@@ -220,12 +220,14 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt: its token ids (cut from the left to max_prompt_length), its text, and the record's own answer
-    (instruction and conversation records; None for {"text"} prompts), which rule rewards may compare with."""
+    """One prompt: its token ids (cut from the left to max_prompt_length), its text, the record's own answer
+    (instruction and conversation records; None for {"text"} prompts), which rule rewards may compare with, and the
+    record's file:line."""
 
     ids: list[int]
     text: str
     reference: str | None
+    where: str
 
 
 def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
@@ -240,21 +242,39 @@ def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
             if not text.endswith(ASSISTANT_PREFIX):
                 raise DataError(f"{where}: a PPO prompt must end with {ASSISTANT_PREFIX!r}, where the answer starts: "
                                 "fix the record (or give instruction records)")
-            parsed.append(([(text, False)], None))
+            parsed.append(([(text, False)], None, where))
         elif kind in ("instruction", "conversations"):
             turns = to_turns(record, where)
-            parsed.append((segments(turns[:-1]), turns[-1][1]))
+            parsed.append((segments(turns[:-1]), turns[-1][1], where))
         else:
             raise DataError(f"{where}: a {kind} record, not a prompt: PPO reads {{\"text\"}} prompts or instruction/"
                             "conversation records: point data.path at prompts (e.g. belle/data/samples/prompts.jsonl)")
     if not parsed:
         raise DataError(f"data.path={job.data.path} holds no prompt: point it at prompt records")
-    ids = iter(tokenize_batch(tokenizer, [text for parts, _ in parsed for text, _ in parts]))
+    if ppo.reward.source == "rule":
+        check_rule_inputs(ppo.reward.rule, [(reference, where) for _, reference, where in parsed])
+    ids = iter(tokenize_batch(tokenizer, [text for parts, _, _ in parsed for text, _ in parts]))
     prompts = []
-    for parts, reference in parsed:
+    for parts, reference, where in parsed:
         tokens = [t for _, answer in parts for t in next(ids) + ([eos] if answer else [])]
-        prompts.append(Prompt(tokens[-ppo.max_prompt_length:], "".join(text for text, _ in parts), reference))
+        prompts.append(Prompt(tokens[-ppo.max_prompt_length:], "".join(text for text, _ in parts), reference, where))
     return prompts
+
+
+def check_rule_inputs(name: str, references: list[tuple[str | None, str]]) -> None:
+    """Refuse prompts that rule ``name`` cannot score (``references``: each prompt's reference answer and
+    file:line), naming the first, their count and the fix."""
+    from belle.rlhf import rewards
+
+    problems = [(where, problem) for reference, where in references
+                if (problem := rewards.unscorable(name, reference))]
+    if problems:
+        where, problem = problems[0]
+        raise DataError(
+            f"{where}: method.ppo.reward.rule={name} cannot score this prompt: {problem} ({len(problems)} of "
+            f"{len(references)} prompts are like it): point data.path at {rewards.REFERENCE_NEEDS[name]}, or set "
+            f"method.ppo.reward.rule=<one of {', '.join(r for r in rewards.RULES if r not in rewards.REFERENCE_NEEDS)}>"
+        )
 
 
 class PromptStream:

@@ -7,6 +7,8 @@ positions never reach a result, even when they are inf or nan (padding log-probs
 import torch
 from torch import Tensor
 
+from belle.config.ppo import KL_ERROR_CLIP
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
@@ -168,9 +170,11 @@ class FixedKL:
 class AdaptiveKL(FixedKL):
     """Ziegler et al. (2019): steer the coefficient so the measured KL tracks ``target``.
 
-    err = clip(KL / target − 1, ±0.2); coef ← coef · (1 + err · n_steps / horizon), where ``n_steps`` counts the
-    samples behind ``current_kl`` and ``horizon`` the samples over which the error is corrected. Only the
-    coefficient is checkpointed: ``target`` and ``horizon`` come from the config."""
+    err = clip(KL / target − 1, ±0.2); coef ← coef · (1 + err · min(n_steps / horizon, 1)), where ``n_steps``
+    counts the samples behind ``current_kl`` and ``horizon`` the samples over which the error is corrected. The
+    config keeps horizon ≥ n_steps (KlConfig.check_horizon); the bound keeps one update within ±20% regardless, so
+    the coefficient never reaches 0 or flips sign. Only the coefficient is checkpointed: ``target`` and ``horizon``
+    come from the config."""
 
     def __init__(self, coef: float, target: float, horizon: int):
         super().__init__(coef)
@@ -178,8 +182,8 @@ class AdaptiveKL(FixedKL):
 
     def update(self, current_kl: float, n_steps: int) -> None:
         """One proportional step towards ``target``."""
-        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
-        self.coef *= 1 + error * n_steps / self.horizon
+        error = min(max(current_kl / self.target - 1, -KL_ERROR_CLIP), KL_ERROR_CLIP)
+        self.coef *= 1 + error * min(n_steps / self.horizon, 1)
 
 
 def kl_controller(coef: float, target: float | None, horizon: int) -> FixedKL:

@@ -30,17 +30,21 @@ def _answer(text: str) -> Fraction | None:
     return _value(numbers[-1]) if numbers else None
 
 
-def math_answer(response: str, reference: str | None = None) -> float:
-    """1.0 when the response's final answer (the last number after its last ``答案``, as BELLE school-math answers
-    end with ``答案：N``) equals the reference's, else 0.0. The reference is such an answer text or a bare number."""
-    if reference is None:
-        raise ValueError("math_answer needs each prompt's reference answer: use instruction or conversation records")
+def _expected(reference: str) -> Fraction | None:
+    """A reference's final answer: the last number after its last 答案, else the whole reference as a bare number."""
     expected = _answer(reference)
     if expected is None and _NUMBER.fullmatch(reference.strip()):
         expected = _value(reference.strip())
-    if expected is None:
-        raise ValueError(f"the reference {reference[-80:]!r} has no final 答案：N: fix the record or use another rule")
-    return float(_answer(response) == expected)
+    return expected
+
+
+def math_answer(response: str, reference: str | None = None) -> float:
+    """1.0 when the response's final answer (the last number after its last ``答案``, as BELLE school-math answers
+    end with ``答案：N``) equals the reference's, else 0.0. The reference is such an answer text or a bare number."""
+    problem = unscorable("math_answer", reference)
+    if problem:
+        raise ValueError(f"math_answer cannot score this prompt: {problem}: fix the record or use another rule")
+    return float(_answer(response) == _expected(reference))
 
 
 def chinese_ratio(response: str, reference: str | None = None) -> float:
@@ -61,6 +65,25 @@ RULES: dict[str, Callable[..., float]] = {
     "chinese_ratio": chinese_ratio,
     "length_target": length_target,
 }
+
+
+REFERENCE_NEEDS = {
+    "math_answer": "prompt records whose answer ends with BELLE's 答案：N (instruction or conversation records, e.g. "
+                   "data=sample_math_prompts)",
+}
+"""What each rule that compares a response with the prompt's reference answer needs of the data (the other rules
+read the response alone)."""
+
+
+def unscorable(name: str, reference: str | None) -> str | None:
+    """Why rule ``name`` cannot score the responses to a prompt with this reference answer; None when it can."""
+    if name not in REFERENCE_NEEDS:
+        return None
+    if reference is None:
+        return 'it has no reference answer ({"text"} prompts carry none)'
+    if _expected(reference) is None:
+        return f"its reference answer {reference[-40:]!r} has no final 答案：N"
+    return None
 
 
 def rule(name: str) -> Callable[..., float]:
