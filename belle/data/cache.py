@@ -73,9 +73,47 @@ def cache_path(data: DataConfig, tokenizer) -> Path:
     return cache_root(data) / f"{data.format}-{data.max_length}-{digest}"
 
 
+NOT_BUILT = f"no {META}"
+"""What ``damage`` says of a folder never built (or being built: meta.json is written last, before the rename)."""
+
+
+def array_sizes(meta: dict) -> dict[str, int]:
+    """The size in bytes of each array file of a cache, from its meta.json's counts and token dtype."""
+    import numpy as np
+
+    sizes = {}
+    for split in SPLITS:
+        counts = meta["splits"][split]
+        sizes |= {
+            f"{split}.tokens": counts["tokens"] * np.dtype(meta["token_dtype"]).itemsize,
+            f"{split}.trained": counts["tokens"], f"{split}.samples": 8 * (counts["samples"] + 1),
+            f"{split}.rows": 8 * (counts["rows"] + 1),
+        }
+    return sizes
+
+
+def damage(folder: Path) -> str | None:
+    """Why ``folder`` holds no whole cache (NOT_BUILT, an unreadable meta.json, an array file missing or of another
+    size than its counts give), or None when it does; from the files' sizes, nothing read but meta.json."""
+    if not (folder / META).is_file():
+        return NOT_BUILT
+    try:
+        sizes = array_sizes(read_meta(folder))
+    except (ValueError, KeyError, TypeError):  # JSON cut short, or not this layout's
+        return f"its {META} is unreadable"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, not {size}"
+    return None
+
+
 def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` is a whole cache (its meta.json is written last, before the folder gets its name)."""
-    return (folder / META).is_file()
+    """Whether ``folder`` is a whole cache: its meta.json (written last, before the folder gets its name) and every
+    array file of the size it gives."""
+    return damage(folder) is None
 
 
 def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
@@ -84,15 +122,19 @@ def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
     One builder per key at a time (an fcntl lock next to the folder): a second job waits, then finds the folder
     complete. ``build`` fills a staging folder on the same file system and returns the meta it writes last; the
     staging folder is then renamed into place, so a build killed half-way leaves only a staging folder, which the
-    next builder deletes.
+    next builder deletes. A damaged folder (a file since removed or cut short) is replaced the same way, with one
+    line saying why.
     """
     if is_complete(folder):
         return False
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_complete(folder):
+        why = damage(folder)
+        if why is None:
             return False
+        if why != NOT_BUILT:
+            print(f"data cache {folder} is damaged ({why}): rebuilding it", flush=True)
         for stale in folder.parent.glob(f".{folder.name}.*"):  # what a killed build left (the lock is a file)
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -116,10 +158,16 @@ def open_cache(data: DataConfig, tokenizer, run_dir: Path | None = None) -> tupl
         folder = Path(json.loads(pointer.read_text())["folder"])
     else:
         folder = cache_path(data, tokenizer)
-    if not is_complete(folder):
+    why = damage(folder)
+    if why == NOT_BUILT:
         raise DataError(
             f"no prepared data at {folder} on this node: set data.cache_dir=… to a folder every node sees "
             f"(now {data.cache_dir}), or run with launcher.prepare=true first"
+        )
+    if why is not None:
+        raise DataError(
+            f"the prepared data at {folder} is damaged ({why}): launch the job again (the launcher rebuilds a "
+            f"damaged cache), with data.cache_dir on a file system every node sees whole (now {data.cache_dir})"
         )
     meta = read_meta(folder)
     return tuple((Pairs if data.pairs else Rows)(folder, split, meta) for split in SPLITS)
