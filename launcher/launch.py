@@ -133,8 +133,6 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     kind = recipe(job.method.name).KIND
     run = import_module(BACKENDS[kind]).run
     started = time.time()
-    # replaced when this attempt ends; left as it is if the launcher dies first (SIGKILL, Ray's GCS gone)
-    write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
     try:
         if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
             prepared = prepare_data(job)
@@ -142,9 +140,12 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
             write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
         else:
             check_roles_resume(job, run_dir)
-    except ValueError as exc:  # bad data, a checkpoint it cannot resume: nothing started, the summary says why
-        write_summary(run_dir, summarise(run_dir, started, Outcome(str(exc))))
+    except Exception as exc:  # bad data or data.cache_dir, a checkpoint it cannot resume: nothing started
+        write_summary(run_dir, summarise(run_dir, started, Outcome(str(exc) or type(exc).__name__)))
         raise
+    # written once the steps before Ray succeeded; replaced when this attempt ends, left as it is if the launcher
+    # dies first (SIGKILL, Ray's GCS gone)
+    write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
     with ray_for(job):
         outcome = run(job, run_dir)
     summary = summarise(run_dir, started, outcome)

@@ -13,11 +13,15 @@ per row, its chosen then its rejected sequence, read back as a belle.data.pairs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from belle.config import DataConfig
@@ -63,6 +67,55 @@ def cache_root(data: DataConfig) -> Path:
     root = Path(data.cache_dir).expanduser()
     if not root.is_absolute():
         raise DataError(f"data.cache_dir={data.cache_dir} is a relative path: set data.cache_dir=<absolute folder>")
+    return root
+
+
+_FILE_SYSTEM_ERRORS = {
+    errno.ENOTDIR: "is not a folder", errno.EEXIST: "is not a folder", errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable", errno.EPERM: "is not writable", errno.ENOSPC: "is on a full file system",
+    errno.EDQUOT: "is over its disk quota",
+}
+"""What an OSError's errno says of data.cache_dir."""
+
+
+def cache_dir_error(data: DataConfig, exc: OSError) -> DataError | None:
+    """The one-line error naming data.cache_dir and the fix for a file-system error met writing the cache (None:
+    ``exc`` is of another kind, or about a file elsewhere, such as a data file)."""
+    root = cache_root(data)
+    where = Path(exc.filename) if exc.filename else root
+    if exc.errno not in _FILE_SYSTEM_ERRORS or not where.is_relative_to(root):
+        return None
+    return DataError(
+        f"data.cache_dir={data.cache_dir} {_FILE_SYSTEM_ERRORS[exc.errno]} ({exc.strerror}): set "
+        "data.cache_dir=<a writable folder with room for the prepared data>"
+    )
+
+
+@contextmanager
+def cache_dir_errors(data: DataConfig) -> Iterator[None]:
+    """Inside the block, a file-system error about data.cache_dir becomes the one-line DataError naming the fix."""
+    try:
+        yield
+    except OSError as exc:
+        error = cache_dir_error(data, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_cache_dir(data: DataConfig) -> Path:
+    """data.cache_dir, made if need be, after writing a byte to it (and removing it): a DataError naming it and the
+    fix where it is not a folder, read-only or full."""
+    root = cache_root(data)
+    with cache_dir_errors(data):
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     return root
 
 
