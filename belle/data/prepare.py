@@ -8,6 +8,7 @@ its chosen then its rejected sequence); tests compare them token for token.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -283,6 +284,7 @@ class _SplitWriter:
         self.token_dtype = token_dtype
         self.buffers: dict[str, list] = {name: [] for name in self.files}
         self.n_tokens = self.n_samples = self.n_rows = 0
+        self.digest = hashlib.sha256()
 
     def __enter__(self) -> _SplitWriter:
         return self
@@ -306,22 +308,27 @@ class _SplitWriter:
             self._flush()
 
     def close(self) -> dict:
-        """Write the end offsets and close; the split's counts."""
+        """Write the end offsets and close; the split's counts and the SHA-256 of what it wrote (its rows)."""
         self.buffers["samples"].append(self.n_tokens)
         self.buffers["rows"].append(self.n_samples)
         self._flush()
         for f in self.files.values():
             f.close()
-        return {"rows": self.n_rows, "samples": self.n_samples, "tokens": self.n_tokens}
+        return {"rows": self.n_rows, "samples": self.n_samples, "tokens": self.n_tokens,
+                "sha256": self.digest.hexdigest()}
 
     def _flush(self) -> None:
         import numpy as np
 
         b = self.buffers
         if b["tokens"]:
-            self.files["tokens"].write(np.concatenate(b["tokens"]).astype(self.token_dtype).tobytes())
-            self.files["trained"].write(np.concatenate(b["trained"]).astype(np.uint8).tobytes())
+            self._write("tokens", np.concatenate(b["tokens"]).astype(self.token_dtype).tobytes())
+            self._write("trained", np.concatenate(b["trained"]).astype(np.uint8).tobytes())
         for name in ("samples", "rows"):
-            self.files[name].write(np.asarray(b[name], np.int64).tobytes())
+            self._write(name, np.asarray(b[name], np.int64).tobytes())
         for items in b.values():
             items.clear()
+
+    def _write(self, name: str, data: bytes) -> None:
+        self.files[name].write(data)
+        self.digest.update(data)
