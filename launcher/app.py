@@ -63,10 +63,10 @@ def run(cfg: DictConfig) -> Path:
     from launcher.backends.ray_cluster import check_local_machine
 
     if job.launcher.launches:
-        from belle.monitor.wandb_run import check_wandb_key
+        from belle.monitor.wandb_run import check_wandb
         from launcher.backends.ray_cluster import check_reachable
 
-        check_wandb_key(job.monitor.wandb_mode)
+        check_wandb(job.monitor.wandb_mode)
         check_local_machine(job.cluster)
         if job.cluster.kind == "ray":
             check_reachable(job.cluster.address)

@@ -107,6 +107,56 @@ def check_steps(job: JobConfig, splits: dict) -> None:
         )
 
 
+def data_record(prepared) -> dict:
+    """What data-cache.json records of the prepared data a run trains on: its folder, each split's SHA-256 and the
+    data files (path, size, mtime) it was made from."""
+    splits = prepared.meta["splits"]
+    return {"folder": str(prepared.folder), "sha256": {split: counts.get("sha256") for split, counts in splits.items()},
+            "files": prepared.meta["key"]["files"]}
+
+
+def _same_rows(before: dict, now: dict) -> bool:
+    """Whether two data-cache.json records name the same prepared rows: by their digests, or by folder where the
+    earlier has none (recorded before the rows had one)."""
+    digests = before.get("sha256") or {}
+    if digests and all(digests.values()):
+        return digests == now["sha256"]
+    return before["folder"] == now["folder"]
+
+
+def _what_changed(before: dict, now: dict) -> str:
+    """The first data file added, removed or changed (size, mtime) between two records, or that the rows did."""
+    was, is_ = ({path: stat for path, *stat in record.get("files", [])} for record in (before, now))
+    for path in sorted(was.keys() | is_.keys()):
+        if path not in was:
+            return f"{path} was added"
+        if path not in is_:
+            return f"{path} was removed"
+        if was[path] != is_[path]:
+            return f"{path} has changed"
+    return "the prepared rows have changed"
+
+
+def check_same_data(job: JobConfig, run_dir: Path, prepared) -> None:
+    """Refuse to resume a checkpoint on other data than the run trained on (data-cache.json): its data position
+    would continue in other rows. The same rows from touched or copied files resume."""
+    from belle import checkpoint
+    from belle.data.records import DataError
+
+    pointer, latest = Path(run_dir) / DATA_CACHE, checkpoint.latest(run_dir)
+    if latest is None or not pointer.is_file():
+        return
+    before, now = json.loads(pointer.read_text()), data_record(prepared)
+    if _same_rows(before, now):
+        return
+    raise DataError(
+        f"checkpoint {latest.name} was trained on data.path={job.data.path} as it was then, but "
+        f"{_what_changed(before, now)} since: put "
+        "the data files back as they were to resume, or start a new run on the new data (launcher.run_dir=<a new "
+        "folder>)"
+    )
+
+
 def check_roles_resume(job: JobConfig, run_dir: Path) -> None:
     """Before any worker starts: the run's latest checkpoint resumes on the planned ranks and ZeRO stages of a roles
     recipe (PPO), with its frozen model folders unchanged (belle.rlhf.state.check_resume)."""
@@ -136,19 +186,21 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     kind = recipe(job.method.name).KIND
     run = import_module(BACKENDS[kind]).run
     started = time.time()
-    # replaced when this attempt ends; left as it is if the launcher dies first (SIGKILL, Ray's GCS gone)
-    write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
     try:
         if kind == "spmd":  # a roles recipe's controller reads its prompts itself, in this process
             checkpoint.latest(run_dir)  # checkpoints none of which resumes are refused here, before any worker
             prepared = prepare_data(job)
             check_steps(job, prepared.meta["splits"])
-            write_atomic(Path(run_dir) / DATA_CACHE, json.dumps({"folder": str(prepared.folder)}) + "\n")
+            check_same_data(job, run_dir, prepared)
+            write_atomic(Path(run_dir) / DATA_CACHE, json.dumps(data_record(prepared)) + "\n")
         else:
             check_roles_resume(job, run_dir)
-    except ValueError as exc:  # bad data, a checkpoint it cannot resume: nothing started, the summary says why
-        write_summary(run_dir, summarise(run_dir, started, Outcome(str(exc))))
+    except Exception as exc:  # bad data or data.cache_dir, a checkpoint it cannot resume: nothing started
+        write_summary(run_dir, summarise(run_dir, started, Outcome(str(exc) or type(exc).__name__)))
         raise
+    # written once the steps before Ray succeeded; replaced when this attempt ends, left as it is if the launcher
+    # dies first (SIGKILL, Ray's GCS gone)
+    write_summary(run_dir, summarise(run_dir, started, Outcome()) | {"status": "running", "error": RUNNING})
     with ray_for(job):
         outcome = run(job, run_dir)
     summary = summarise(run_dir, started, outcome)

@@ -13,11 +13,15 @@ per row, its chosen then its rejected sequence, read back as a belle.data.pairs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from belle.config import DataConfig
@@ -66,6 +70,55 @@ def cache_root(data: DataConfig) -> Path:
     return root
 
 
+_FILE_SYSTEM_ERRORS = {
+    errno.ENOTDIR: "is not a folder", errno.EEXIST: "is not a folder", errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable", errno.EPERM: "is not writable", errno.ENOSPC: "is on a full file system",
+    errno.EDQUOT: "is over its disk quota",
+}
+"""What an OSError's errno says of data.cache_dir."""
+
+
+def cache_dir_error(data: DataConfig, exc: OSError) -> DataError | None:
+    """The one-line error naming data.cache_dir and the fix for a file-system error met writing the cache (None:
+    ``exc`` is of another kind, or about a file elsewhere, such as a data file)."""
+    root = cache_root(data)
+    where = Path(exc.filename) if exc.filename else root
+    if exc.errno not in _FILE_SYSTEM_ERRORS or not where.is_relative_to(root):
+        return None
+    return DataError(
+        f"data.cache_dir={data.cache_dir} {_FILE_SYSTEM_ERRORS[exc.errno]} ({exc.strerror}): set "
+        "data.cache_dir=<a writable folder with room for the prepared data>"
+    )
+
+
+@contextmanager
+def cache_dir_errors(data: DataConfig) -> Iterator[None]:
+    """Inside the block, a file-system error about data.cache_dir becomes the one-line DataError naming the fix."""
+    try:
+        yield
+    except OSError as exc:
+        error = cache_dir_error(data, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_cache_dir(data: DataConfig) -> Path:
+    """data.cache_dir, made if need be, after writing a byte to it (and removing it): a DataError naming it and the
+    fix where it is not a folder, read-only or full."""
+    root = cache_root(data)
+    with cache_dir_errors(data):
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    return root
+
+
 def cache_path(data: DataConfig, tokenizer) -> Path:
     """The folder of this data + tokenizer + settings (it may not exist yet)."""
     inputs = key_inputs(data, tokenizer)
@@ -73,9 +126,47 @@ def cache_path(data: DataConfig, tokenizer) -> Path:
     return cache_root(data) / f"{data.format}-{data.max_length}-{digest}"
 
 
+NOT_BUILT = f"no {META}"
+"""What ``damage`` says of a folder never built (or being built: meta.json is written last, before the rename)."""
+
+
+def array_sizes(meta: dict) -> dict[str, int]:
+    """The size in bytes of each array file of a cache, from its meta.json's counts and token dtype."""
+    import numpy as np
+
+    sizes = {}
+    for split in SPLITS:
+        counts = meta["splits"][split]
+        sizes |= {
+            f"{split}.tokens": counts["tokens"] * np.dtype(meta["token_dtype"]).itemsize,
+            f"{split}.trained": counts["tokens"], f"{split}.samples": 8 * (counts["samples"] + 1),
+            f"{split}.rows": 8 * (counts["rows"] + 1),
+        }
+    return sizes
+
+
+def damage(folder: Path) -> str | None:
+    """Why ``folder`` holds no whole cache (NOT_BUILT, an unreadable meta.json, an array file missing or of another
+    size than its counts give), or None when it does; from the files' sizes, nothing read but meta.json."""
+    if not (folder / META).is_file():
+        return NOT_BUILT
+    try:
+        sizes = array_sizes(read_meta(folder))
+    except (ValueError, KeyError, TypeError):  # JSON cut short, or not this layout's
+        return f"its {META} is unreadable"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, not {size}"
+    return None
+
+
 def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` is a whole cache (its meta.json is written last, before the folder gets its name)."""
-    return (folder / META).is_file()
+    """Whether ``folder`` is a whole cache: its meta.json (written last, before the folder gets its name) and every
+    array file of the size it gives."""
+    return damage(folder) is None
 
 
 def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
@@ -84,15 +175,19 @@ def build_once(folder: Path, build: Callable[[Path], dict]) -> bool:
     One builder per key at a time (an fcntl lock next to the folder): a second job waits, then finds the folder
     complete. ``build`` fills a staging folder on the same file system and returns the meta it writes last; the
     staging folder is then renamed into place, so a build killed half-way leaves only a staging folder, which the
-    next builder deletes.
+    next builder deletes. A damaged folder (a file since removed or cut short) is replaced the same way, with one
+    line saying why.
     """
     if is_complete(folder):
         return False
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_complete(folder):
+        why = damage(folder)
+        if why is None:
             return False
+        if why != NOT_BUILT:
+            print(f"data cache {folder} is damaged ({why}): rebuilding it", flush=True)
         for stale in folder.parent.glob(f".{folder.name}.*"):  # what a killed build left (the lock is a file)
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -116,10 +211,16 @@ def open_cache(data: DataConfig, tokenizer, run_dir: Path | None = None) -> tupl
         folder = Path(json.loads(pointer.read_text())["folder"])
     else:
         folder = cache_path(data, tokenizer)
-    if not is_complete(folder):
+    why = damage(folder)
+    if why == NOT_BUILT:
         raise DataError(
             f"no prepared data at {folder} on this node: set data.cache_dir=… to a folder every node sees "
             f"(now {data.cache_dir}), or run with launcher.prepare=true first"
+        )
+    if why is not None:
+        raise DataError(
+            f"the prepared data at {folder} is damaged ({why}): launch the job again (the launcher rebuilds a "
+            f"damaged cache), with data.cache_dir on a file system every node sees whole (now {data.cache_dir})"
         )
     meta = read_meta(folder)
     return tuple((Pairs if data.pairs else Rows)(folder, split, meta) for split in SPLITS)

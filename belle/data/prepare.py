@@ -8,18 +8,28 @@ its chosen then its rejected sequence); tests compare them token for token.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from belle.config import DataConfig
-from belle.data.cache import SPLITS, build_once, cache_path, key_inputs, read_meta
+from belle.data.cache import (
+    SPLITS,
+    build_once,
+    cache_dir_errors,
+    cache_path,
+    check_cache_dir,
+    is_complete,
+    key_inputs,
+    read_meta,
+)
 from belle.data.conversation import to_turns, validate_text
 from belle.data.dataset import DatasetStats, check_blocks, check_kept, check_records
 from belle.data.packing import pack_groups
@@ -59,11 +69,15 @@ class Prepared:
 
 def prepare(data: DataConfig, tokenizer, processes: int | None = None) -> Prepared:
     """The cache of ``data`` with ``tokenizer``: found complete, or built now (once, whoever else asks at the same
-    time). A bad record raises DataError (file:line, the fix) and leaves no cache."""
+    time). A bad record raises DataError (file:line, the fix) and leaves no cache; so does a data.cache_dir that is
+    not a writable folder with room (checked before tokenizing, and met while writing)."""
     started = time.time()
     folder = cache_path(data, tokenizer)
     processes = processes or len(os.sched_getaffinity(0))
-    built = build_once(folder, lambda staging: _build(data, tokenizer, staging, processes))
+    if not is_complete(folder):
+        check_cache_dir(data)
+    with cache_dir_errors(data):
+        built = build_once(folder, lambda staging: _build(data, tokenizer, staging, processes))
     return Prepared(folder, read_meta(folder), built, time.time() - started)
 
 
@@ -83,15 +97,16 @@ def _build(data: DataConfig, tokenizer, staging: Path, processes: int) -> dict:
     pieces = _pieces(data, tokenizer, processes, stats)
     units = batched(pieces, 2) if data.pairs else ([piece] for piece in pieces)  # a sample, or a pair's two
     held_out = list(islice(units, data.eval_samples))
-    writers = {split: _SplitWriter(staging, split, token_dtype) for split in SPLITS}
-    for split, part in (("train", _without(units, held_out, stats)), ("eval", held_out)):
-        if data.pack:
-            groups = pack_groups((piece for unit in part for piece in unit), data.max_length)
-        else:
-            groups = (unit for unit in part if len(unit[0].input_ids))
-        for members in groups:
-            writers[split].add(members)
-    splits = {split: writer.close() for split, writer in writers.items()}
+    with ExitStack() as open_files:  # closed too where the build fails (a full disk): its staging folder goes
+        writers = {split: open_files.enter_context(_SplitWriter(staging, split, token_dtype)) for split in SPLITS}
+        for split, part in (("train", _without(units, held_out, stats)), ("eval", held_out)):
+            if data.pack:
+                groups = pack_groups((piece for unit in part for piece in unit), data.max_length)
+            else:
+                groups = (unit for unit in part if len(unit[0].input_ids))
+            for members in groups:
+                writers[split].add(members)
+        splits = {split: writer.close() for split, writer in writers.items()}
     check_records(data.path, stats)
     if data.format == "pretrain":
         check_blocks(data.path, stats, data.max_length)
@@ -269,6 +284,16 @@ class _SplitWriter:
         self.token_dtype = token_dtype
         self.buffers: dict[str, list] = {name: [] for name in self.files}
         self.n_tokens = self.n_samples = self.n_rows = 0
+        self.digest = hashlib.sha256()
+
+    def __enter__(self) -> _SplitWriter:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        """Close the files, whatever their last flush says (an error is already on its way)."""
+        for f in self.files.values():
+            with suppress(OSError):
+                f.close()
 
     def add(self, members: list[_Piece]) -> None:
         self.buffers["rows"].append(self.n_samples)
@@ -283,22 +308,27 @@ class _SplitWriter:
             self._flush()
 
     def close(self) -> dict:
-        """Write the end offsets and close; the split's counts."""
+        """Write the end offsets and close; the split's counts and the SHA-256 of what it wrote (its rows)."""
         self.buffers["samples"].append(self.n_tokens)
         self.buffers["rows"].append(self.n_samples)
         self._flush()
         for f in self.files.values():
             f.close()
-        return {"rows": self.n_rows, "samples": self.n_samples, "tokens": self.n_tokens}
+        return {"rows": self.n_rows, "samples": self.n_samples, "tokens": self.n_tokens,
+                "sha256": self.digest.hexdigest()}
 
     def _flush(self) -> None:
         import numpy as np
 
         b = self.buffers
         if b["tokens"]:
-            self.files["tokens"].write(np.concatenate(b["tokens"]).astype(self.token_dtype).tobytes())
-            self.files["trained"].write(np.concatenate(b["trained"]).astype(np.uint8).tobytes())
+            self._write("tokens", np.concatenate(b["tokens"]).astype(self.token_dtype).tobytes())
+            self._write("trained", np.concatenate(b["trained"]).astype(np.uint8).tobytes())
         for name in ("samples", "rows"):
-            self.files[name].write(np.asarray(b[name], np.int64).tobytes())
+            self._write(name, np.asarray(b[name], np.int64).tobytes())
         for items in b.values():
             items.clear()
+
+    def _write(self, name: str, data: bytes) -> None:
+        self.files[name].write(data)
+        self.digest.update(data)

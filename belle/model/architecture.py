@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 
 from belle.config import ModelConfig
@@ -16,6 +17,10 @@ _KEYS = {
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 """Weight files transformers loads from a folder (single files or shards with their index)."""
+WEIGHT_INDEXES = ("*.safetensors.index.json", "pytorch_model.bin.index.json")
+"""The index files of sharded weights: their weight_map names each tensor's shard."""
+SAFETENSORS_MAX_HEADER = 100_000_000
+"""The largest header the safetensors library reads (its own limit, in bytes)."""
 
 
 def hf_config(model: ModelConfig, pad_token_id: int = 3, eos_token_id: int = 2, bos_token_id: int = 1):
@@ -80,6 +85,48 @@ def check_model_path(model: ModelConfig, key: str = "model.path", policy: ModelC
             f"{key}={model.path} has a config.json but no weights ({', '.join(WEIGHT_FILES)}): copy the "
             "model's weight files into it"
         )
+    _check_weights(config_file.parent, key)
+
+
+def _check_weights(folder: Path, key: str) -> None:
+    """Every shard an index names is there, and every safetensors file is as long as its header says (a truncated
+    copy), read from the headers alone."""
+    fix = f"copy the model's weight files into {key}={folder} again"
+    for index in sorted({p for pattern in WEIGHT_INDEXES for p in folder.glob(pattern)}):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+            raise ValueError(f"{index} is not a weight index (JSON with a weight_map): {fix}") from None
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ValueError(f"{index.name} names {len(missing)} missing shard(s) ({', '.join(missing[:3])}): {fix}")
+    for path in sorted(folder.glob("*.safetensors")):
+        size, expected = path.stat().st_size, safetensors_size(path)
+        if size != expected:
+            what = "a safetensors file" if expected is None else f"{expected} bytes as its header says"
+            raise ValueError(f"{path} is {size} bytes, not {what} (truncated or still copying): {fix}")
+
+
+def safetensors_size(path: Path) -> int | None:
+    """The size a safetensors file must have (8 + header length + the end of its last tensor), or None when it has
+    no readable header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (length,) = struct.unpack("<Q", head)
+        if length > SAFETENSORS_MAX_HEADER:
+            return None
+        header = f.read(length)
+    if len(header) < length:
+        return None
+    try:
+        ends = [entry["data_offsets"][1] for name, entry in json.loads(header).items() if name != "__metadata__"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError):
+        return None
+    if not all(isinstance(end, int) for end in ends):
+        return None
+    return 8 + length + max(ends, default=0)
 
 
 def _check_reward_model(model: ModelConfig, key: str, found: dict, policy: ModelConfig) -> None:

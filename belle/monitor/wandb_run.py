@@ -1,7 +1,10 @@
 """Weights & Biases for rank 0 only: one run per job, kept across resumes by the id stored in run_dir/wandb_id."""
 
+import functools
 import os
 import shlex
+import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,16 @@ from typing import Any
 from belle.config.run import MonitorConfig
 from belle.monitor.secrets import scrub
 from belle.rundir import WANDB_ID, create_once
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+"""The W&B server where WANDB_BASE_URL names none."""
+REACH_TIMEOUT_S = 3.0
+"""How long the check that the W&B server is reachable waits (name lookup and TCP connection)."""
+
+
+def base_url() -> str:
+    """The W&B server's URL: WANDB_BASE_URL, else W&B's cloud."""
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
 
 
 def has_wandb_key() -> bool:
@@ -20,7 +33,7 @@ def has_wandb_key() -> bool:
     from wandb.sdk.lib.wbauth import read_netrc_auth
 
     try:
-        return bool(read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")))
+        return bool(read_netrc_auth(host=base_url()))
     except Exception:  # an entry with a malformed key: wandb would refuse it too
         return False
 
@@ -39,13 +52,77 @@ def resolve_mode(mode: str) -> str:
 
 
 def check_wandb_key(mode: str) -> None:
-    """Refuse, on the submitting host, a WANDB_API_KEY that W&B would refuse in the workers after the bring-up."""
+    """Refuse, on the submitting host, an online mode that W&B would refuse in rank 0 after the bring-up: a
+    WANDB_API_KEY of the wrong shape, or no key at all (online asked for by monitor.wandb_mode or WANDB_MODE)."""
+    if resolve_mode(mode) != "online":
+        return
     key = os.environ.get("WANDB_API_KEY", "")
-    if key and resolve_mode(mode) == "online" and (len(key.split("-")[-1]) < 40 or any(c.isspace() for c in key)):
+    if key and (len(key.split("-")[-1]) < 40 or any(c.isspace() for c in key)):
         raise ValueError(
             f"WANDB_API_KEY has {len(key)} characters, not a W&B API key (40+ characters, no spaces): export the key "
             "from your W&B settings, or set monitor.wandb_mode=offline"
         )
+    if not has_wandb_key():
+        asked = f"monitor.wandb_mode={mode}" if mode != "auto" else f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
+        raise ValueError(
+            f"{asked} asks for W&B online but no API key is set for {base_url()}: export WANDB_API_KEY or run "
+            "`wandb login`, or set monitor.wandb_mode=offline"
+        )
+
+
+def check_wandb(mode: str) -> None:
+    """On the submitting host, before Ray: the key checks (``check_wandb_key``), then the server check of
+    ``usable_mode`` (one line where the run will log offline instead, the W&B server being unreachable)."""
+    check_wandb_key(mode)
+    usable_mode(mode)
+
+
+def usable_mode(mode: str) -> str:
+    """``resolve_mode``, with online turned offline where the W&B server is unreachable from this host."""
+    resolved = resolve_mode(mode)
+    return "offline" if resolved == "online" and not _reachable_or_said(base_url()) else resolved
+
+
+@functools.cache
+def _reachable_or_said(url: str) -> bool:
+    """Whether ``url``'s server is reachable; where not, one line says the run logs offline (once a process)."""
+    if reachable(url):
+        return True
+    print(f"W&B server {url} is unreachable from {socket.gethostname()} (no connection within {REACH_TIMEOUT_S:g} s):"
+          " logging offline instead; `wandb sync` uploads the run later (the command is printed when it starts)",
+          flush=True)
+    return False
+
+
+def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``url``'s host and port (or to the proxy the environment sets for it) opens
+    within ``timeout`` seconds, the name lookup included."""
+    host, port = _endpoint(url)
+    opened: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            opened.append(False)
+
+    thread = threading.Thread(target=attempt, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return opened == [True]
+
+
+def _endpoint(url: str) -> tuple[str, int]:
+    """(host, port) a client connects to for ``url``: its proxy's where the environment sets one, else its own."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def run_id(run_dir: Path) -> str:
@@ -74,8 +151,8 @@ def start_wandb(
     monitor: MonitorConfig, run_dir: Path, name: str, config: dict, resume_step: int | None
 ) -> WandbRun | None:
     """Start (or continue, same id with resume="allow") the job's run under ``run_dir/wandb``; None when disabled.
-    Offline runs print the command that uploads them."""
-    mode = resolve_mode(monitor.wandb_mode)
+    Offline runs (asked for, or the W&B server unreachable from here) print the command that uploads them."""
+    mode = usable_mode(monitor.wandb_mode)
     if mode == "disabled":
         return None
     import wandb

@@ -222,3 +222,14 @@ def test_a_relative_cache_dir_is_refused(tokenizer, sft_spec):
     data = DataConfig(name="test", path=sft_spec, cache_dir="cache")
     with pytest.raises(DataError, match=r"^data\.cache_dir=cache is a relative path: set data\.cache_dir=<absolute"):
         prepare(data, tokenizer)
+
+
+def test_each_split_has_the_digest_of_its_rows(tmp_path, tokenizer, sft_spec):
+    """A resume compares these (launcher.launch.check_same_data): equal for the same rows however prepared, unequal
+    for other rows."""
+    one = data_config(tmp_path / "one", sft_spec, max_length=192, eval_samples=5)
+    digests = [{split: counts["sha256"] for split, counts in prepare(data, tokenizer, processes=n).meta["splits"]
+                .items()} for data, n in ((one, 1), (replace(one, cache_dir=str(tmp_path / "two")), 2))]
+    assert digests[0] == digests[1] and len(digests[0]["train"]) == 64
+    other = prepare(replace(one, eval_samples=6), tokenizer, processes=1).meta["splits"]
+    assert other["train"]["sha256"] != digests[0]["train"] and other["eval"]["sha256"] != digests[0]["eval"]

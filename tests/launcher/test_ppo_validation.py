@@ -8,7 +8,9 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from belle import checkpoint
 from belle.model.architecture import check_model_path, check_same_tokenizer, folder_fingerprint
@@ -29,7 +31,7 @@ def _reward_model(folder, model, architecture="LlamaForSequenceClassification", 
     config = {"model_type": model.arch, "architectures": [architecture], "vocab_size": model.vocab_size,
               "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers} | numbers
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "model.safetensors").write_bytes(b"weights")
+    save_file({"weights": np.zeros(1, np.float32)}, folder / "model.safetensors")  # whole: the folder check reads it
     if tokenizer:
         tiny_tokenizer().save_pretrained(folder)
     return folder
