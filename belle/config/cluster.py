@@ -111,8 +111,8 @@ class ClusterConfig:
     ray_join_timeout_s: int = 300
     """Seconds the Ray head waits for every node to join with its CPUs/GPUs before the job fails."""
     placement_timeout_s: int = 300
-    """Seconds PPO waits for Ray to place its role pools (and start their workers) before failing, naming what is
-    missing."""
+    """Seconds Ray may take to place and start the training workers (SFT's worker group, PPO's role pools) before
+    the run fails, naming what is missing."""
     ray_port_min: int = 20000
     """Lowest port of the range Ray's ports are picked from (each checked free on its node at start)."""
     ray_port_max: int = 30000
