@@ -98,7 +98,8 @@ class ClusterConfig:
     sbatch_extra: list[str] = field(default_factory=list)
     """More sbatch options, one per ``#SBATCH`` line, e.g. ``[--exclusive, --mem=0]``."""
     setup: list[str] = field(default_factory=list)
-    """Shell lines run first in the job (your own code: ``module load cuda``, ``source venv/bin/activate``)."""
+    """Shell lines run first in the job (your own code: ``module load cuda``, ``source venv/bin/activate``); the first
+    whose exit status is not 0 ends the job, naming it (in ``a; b`` that is b's: chain with ``&&``)."""
     srun_args: list[str] = field(default_factory=list)
     """Options for every srun step that runs Ray or the driver, e.g. container options
     ``[--container-image=/images/belle.sqsh, --container-mounts=/data:/data]``."""
@@ -176,6 +177,12 @@ class ClusterConfig:
                     line.startswith("-") and not any(c in line for c in "\n\r"),
                     f"cluster.{key} entry {line!r} is not one option: write each as --name=value",
                 )
+        for line in self.setup:
+            require(
+                (len(line) - len(line.rstrip("\\"))) % 2 == 0,  # an odd run of trailing backslashes continues
+                f"cluster.setup entry {line!r} ends with a line continuation (\\), which would join it to the "
+                "script's own next line: write the whole command in one entry",
+            )
         require(self.max_requeues >= 0, f"cluster.max_requeues={self.max_requeues} must be >= 0")
         positive("cluster.ray_join_timeout_s", self.ray_join_timeout_s, 300)
         require(
