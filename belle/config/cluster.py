@@ -30,7 +30,6 @@ PRE_AMPERE = frozenset({"V100-32GB"})
 # and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-]+$")
 SLURM_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+\-&|\[\]*()]+$")
-_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\S*)")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -49,6 +48,18 @@ def _slurm_value(key: str, value: str | None, pattern: re.Pattern = SLURM_NAME) 
     require(
         value is None or bool(pattern.match(value)),
         f"{key}={value!r} has characters Slurm names do not use: set {key} to the name `sinfo`/`sacctmgr` shows",
+    )
+
+
+def _literal_credential(key: str, number: int, what: str) -> str:
+    """The refusal of cluster.<key> entry ``number``, which gives ``what`` (a variable name, an option, ``login``'s
+    argument) a literal credential."""
+    name = what if what.isidentifier() else "TOKEN"
+    gives = f"sets {what} to" if what.isidentifier() else f"passes {what}"
+    return (
+        f"cluster.{key} {gives} a literal value (entry {number}), which would be written to config.yaml, the sbatch "
+        f"script and the console: export it in your shell before submitting (the job inherits your environment) and "
+        f"write ${name} there, or read it from a file there ({name}=$(cat <file>))"
     )
 
 
@@ -170,6 +181,12 @@ class ClusterConfig:
                 f"cluster.cpus_per_node={self.cpus_per_node} is below the {need} CPUs the node's workers reserve: "
                 f"set cluster.cpus_per_node={need} or lower cluster.cpus_per_worker",
             )
+        for line in self.setup:
+            require(
+                (len(line) - len(line.rstrip("\\"))) % 2 == 0,  # an odd run of trailing backslashes continues
+                f"cluster.setup entry {line!r} ends with a line continuation (\\), which would join it to the "
+                "script's own next line: write the whole command in one entry",
+            )
         self._check_no_secret_written()
         for key, lines in (("sbatch_extra", self.sbatch_extra), ("srun_args", self.srun_args)):
             for line in lines:
@@ -177,12 +194,6 @@ class ClusterConfig:
                     line.startswith("-") and not any(c in line for c in "\n\r"),
                     f"cluster.{key} entry {line!r} is not one option: write each as --name=value",
                 )
-        for line in self.setup:
-            require(
-                (len(line) - len(line.rstrip("\\"))) % 2 == 0,  # an odd run of trailing backslashes continues
-                f"cluster.setup entry {line!r} ends with a line continuation (\\), which would join it to the "
-                "script's own next line: write the whole command in one entry",
-            )
         require(self.max_requeues >= 0, f"cluster.max_requeues={self.max_requeues} must be >= 0")
         positive("cluster.ray_join_timeout_s", self.ray_join_timeout_s, 300)
         require(
@@ -192,17 +203,18 @@ class ClusterConfig:
         )
 
     def _check_no_secret_written(self) -> None:
-        """Credentials typed into cluster.setup or cluster.env would land in config.yaml and the sbatch script."""
-        from belle.monitor.secrets import SECRET
+        """Credentials typed into cluster.setup, srun_args, sbatch_extra or cluster.env would land in config.yaml,
+        the sbatch script and the console."""
+        from belle.monitor.secrets import SECRET, literal_credentials
 
-        for line in self.setup:
-            match = _ASSIGNMENT.match(line)
-            require(
-                not (match and SECRET.search(match["name"]) and not match["value"].startswith(("$", '"$'))),
-                f"cluster.setup sets {match and match['name']} to a literal value, which would be written to "
-                "config.yaml and the sbatch script: export it in your shell before submitting (the job inherits "
-                f"your environment) or read it from a file there ({match and match['name']}=$(cat <file>))",
-            )
+        for key in ("setup", "srun_args", "sbatch_extra"):
+            for number, line in enumerate(getattr(self, key), 1):
+                try:
+                    found = literal_credentials(line)
+                except ValueError as exc:  # the job's shell would refuse it too, and it may hide a credential
+                    raise ValueError(f"cluster.{key} entry {number} is not valid shell ({exc}): fix it") from None
+                if found:
+                    raise ValueError(_literal_credential(key, number, found[0]))
         for name in self.env:
             require(
                 not SECRET.search(name),
