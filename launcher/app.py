@@ -64,12 +64,12 @@ def run(cfg: DictConfig) -> Path:
 
     if job.launcher.launches:
         from belle.monitor.wandb_run import check_wandb
-        from launcher.backends.ray_cluster import check_reachable
+        from launcher.backends.ray_cluster import check_ray_cluster
 
         check_wandb(job.monitor.wandb_mode)
         check_local_machine(job.cluster)
         if job.cluster.kind == "ray":
-            check_reachable(job.cluster.address)
+            check_ray_cluster(job)
     else:
         try:
             check_local_machine(job.cluster)

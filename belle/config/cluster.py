@@ -20,7 +20,6 @@ NCCL_PREFIXES = ("NCCL_", "TORCH_NCCL_")
 # and for constraints its &|[]*() operators. Anything else (quotes, spaces, $, newlines) is refused, not escaped.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,:+\-]+$")
 SLURM_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:+\-&|\[\]*()]+$")
-_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\S*)")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -39,6 +38,18 @@ def _slurm_value(key: str, value: str | None, pattern: re.Pattern = SLURM_NAME) 
     require(
         value is None or bool(pattern.match(value)),
         f"{key}={value!r} has characters Slurm names do not use: set {key} to the name `sinfo`/`sacctmgr` shows",
+    )
+
+
+def _literal_credential(key: str, number: int, what: str) -> str:
+    """The refusal of cluster.<key> entry ``number``, which gives ``what`` (a variable name, an option, ``login``'s
+    argument) a literal credential."""
+    name = what if what.isidentifier() else "TOKEN"
+    gives = f"sets {what} to" if what.isidentifier() else f"passes {what}"
+    return (
+        f"cluster.{key} {gives} a literal value (entry {number}), which would be written to config.yaml, the sbatch "
+        f"script and the console: export it in your shell before submitting (the job inherits your environment) and "
+        f"write ${name} there, or read it from a file there ({name}=$(cat <file>))"
     )
 
 
@@ -88,7 +99,8 @@ class ClusterConfig:
     sbatch_extra: list[str] = field(default_factory=list)
     """More sbatch options, one per ``#SBATCH`` line, e.g. ``[--exclusive, --mem=0]``."""
     setup: list[str] = field(default_factory=list)
-    """Shell lines run first in the job (your own code: ``module load cuda``, ``source venv/bin/activate``)."""
+    """Shell lines run first in the job (your own code: ``module load cuda``, ``source venv/bin/activate``); the first
+    whose exit status is not 0 ends the job, naming it (in ``a; b`` that is b's: chain with ``&&``)."""
     srun_args: list[str] = field(default_factory=list)
     """Options for every srun step that runs Ray or the driver, e.g. container options
     ``[--container-image=/images/belle.sqsh, --container-mounts=/data:/data]``."""
@@ -101,8 +113,8 @@ class ClusterConfig:
     ray_join_timeout_s: int = 300
     """Seconds the Ray head waits for every node to join with its CPUs/GPUs before the job fails."""
     placement_timeout_s: int = 300
-    """Seconds PPO waits for Ray to place its role pools (and start their workers) before failing, naming what is
-    missing."""
+    """Seconds Ray may take to place and start the training workers (SFT's worker group, PPO's role pools) before
+    the run fails, naming what is missing."""
     ray_port_min: int = 20000
     """Lowest port of the range Ray's ports are picked from (each checked free on its node at start)."""
     ray_port_max: int = 30000
@@ -159,6 +171,12 @@ class ClusterConfig:
                 f"cluster.cpus_per_node={self.cpus_per_node} is below the {need} CPUs the node's workers reserve: "
                 f"set cluster.cpus_per_node={need} or lower cluster.cpus_per_worker",
             )
+        for line in self.setup:
+            require(
+                (len(line) - len(line.rstrip("\\"))) % 2 == 0,  # an odd run of trailing backslashes continues
+                f"cluster.setup entry {line!r} ends with a line continuation (\\), which would join it to the "
+                "script's own next line: write the whole command in one entry",
+            )
         self._check_no_secret_written()
         for key, lines in (("sbatch_extra", self.sbatch_extra), ("srun_args", self.srun_args)):
             for line in lines:
@@ -175,17 +193,19 @@ class ClusterConfig:
         )
 
     def _check_no_secret_written(self) -> None:
-        """Credentials typed into cluster.setup or cluster.env would land in config.yaml and the sbatch script."""
+        """Credentials typed into cluster.setup, srun_args, sbatch_extra or cluster.env would land in config.yaml,
+        the sbatch script and the console."""
         from belle.config._checks import SECRET
+        from belle.config.shell import literal_credentials
 
-        for line in self.setup:
-            match = _ASSIGNMENT.match(line)
-            require(
-                not (match and SECRET.search(match["name"]) and not match["value"].startswith(("$", '"$'))),
-                f"cluster.setup sets {match and match['name']} to a literal value, which would be written to "
-                "config.yaml and the sbatch script: export it in your shell before submitting (the job inherits "
-                f"your environment) or read it from a file there ({match and match['name']}=$(cat <file>))",
-            )
+        for key in ("setup", "srun_args", "sbatch_extra"):
+            for number, line in enumerate(getattr(self, key), 1):
+                try:
+                    found = literal_credentials(line)
+                except ValueError as exc:  # the job's shell would refuse it too, and it may hide a credential
+                    raise ValueError(f"cluster.{key} entry {number} is not valid shell ({exc}): fix it") from None
+                if found:
+                    raise ValueError(_literal_credential(key, number, found[0]))
         for name in self.env:
             require(
                 not SECRET.search(name),

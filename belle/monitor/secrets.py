@@ -1,4 +1,5 @@
-"""Secrets never reach a written file: config keys that look like credentials are redacted."""
+"""Secrets never reach a written file: config keys that look like credentials are redacted (shell lines that would
+write one are refused in the config: belle.config.shell)."""
 
 from typing import Any
 

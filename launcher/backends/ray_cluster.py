@@ -39,30 +39,118 @@ def check_local_machine(cluster: ClusterConfig) -> None:
         )
 
 
-def check_reachable(address: str, what: str | None = None, timeout_s: float = 10) -> None:
-    """Fail in one line when nothing answers at the Ray ``address`` (``ray.init`` would retry with no end); ``what``
-    names the address in the message (default: cluster.address=…)."""
+def _host_port(address: str, what: str) -> tuple[str, int]:
+    """``host``, ``port`` of ``host:port`` (refused in one line otherwise)."""
+    try:
+        host, port = address.rsplit(":", 1)
+        return host, int(port)
+    except ValueError:
+        raise ValueError(f"{what} is not <host>:<port>: set cluster.address=<head-ip>:6379") from None
+
+
+def _answers(host: str, port: int, timeout_s: float) -> OSError | None:
+    """None when something accepts a TCP connection at ``host:port`` within ``timeout_s``, else why not."""
     import socket
 
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return exc
+    return None
+
+
+def live_nodes(address: str, timeout_s: float = 10) -> list:
+    """The GcsNodeInfo of every live node the Ray GCS at ``address`` records, asked within ``timeout_s`` (a plain
+    GcsClient, as ``ray.init`` makes, waits minutes for a GCS that does not answer)."""
+    from ray._raylet import InnerGcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    client = InnerGcsClient.standalone(address, None, int(timeout_s * 1000))
+    nodes = client.get_all_node_info(timeout=timeout_s).values()
+    return [n for n in nodes if n.state == GcsNodeInfo.GcsNodeState.ALIVE]
+
+
+def check_reachable(address: str, what: str | None = None, timeout_s: float = 10) -> str:
+    """Fail in one line unless something answers at the Ray ``address`` where ``ray.init`` will dial it (it replaces a
+    loopback host by this machine's address, and would retry there for minutes); return that address. ``what``
+    names the address in the message (default: cluster.address=…)."""
     from ray._private.services import canonicalize_bootstrap_address
 
     what = what or f"cluster.address={address}"
     given = address.removeprefix("ray://")
     try:  # "auto": the address Ray recorded for this host's cluster
-        resolved = canonicalize_bootstrap_address(given) if given == "auto" else given
-        host, port = resolved.rsplit(":", 1)
-        port = int(port)
+        dial = given if address.startswith("ray://") else canonicalize_bootstrap_address(given)
     except ConnectionError as exc:  # "auto" with no Ray on this host
         raise ValueError(f"{what}: {str(exc).splitlines()[0]}: set cluster.address=<head-ip>:6379") from None
     except ValueError:
         raise ValueError(f"{what} is not <host>:<port>: set cluster.address=<head-ip>:6379") from None
+    host, port = _host_port(dial, what)
+    refused = _answers(host, port, timeout_s)
+    if refused is None:
+        return dial
+    if dial != given and _answers(*_host_port(given, what), timeout_s) is None:
+        raise ValueError(_loopback_only(what, given, dial, timeout_s))
+    raise ValueError(
+        f"{what}: nothing answers at {dial} ({refused.strerror or refused}): start Ray there "
+        "(ray start --head) or set cluster.address to the head's address"
+    )
+
+
+def _loopback_only(what: str, given: str, dial: str, timeout_s: float) -> str:
+    """Why a head that answers at ``given`` (loopback) cannot be joined at ``dial`` (this host's address), and the
+    two fixes."""
+    host = dial.rsplit(":", 1)[0]
+    from ray.exceptions import RpcError
+
     try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as exc:
+        advertised = sorted({n.node_manager_address for n in live_nodes(given, timeout_s)})
+    except RpcError:  # a listener that is no Ray GCS: the message stays useful without it
+        advertised = []
+    return (
+        f"{what}: Ray dials a loopback address as this machine's {dial}, where nothing answers: the head listens "
+        f"on loopback only" + (f" (it advertises {', '.join(advertised)})" if advertised else "")
+        + f": start it with `ray start --head --node-ip-address={host}`, or export "
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before launching to join it on loopback"
+    )
+
+
+def check_capacity(cluster: ClusterConfig, nodes: list, what: str) -> None:
+    """Refuse a job whose training workers do not all fit on the live ``nodes`` (GcsNodeInfo) of its Ray cluster by
+    their total CPUs and GPUs: Ray Train would wait for them with no end."""
+    need = {"CPU": cluster.worker_cpus} | ({"GPU": 1} if cluster.use_gpu else {})
+    room = sum(min(int(n.resources_total.get(k, 0) // v) for k, v in need.items()) for n in nodes)
+    if room >= cluster.world_size:
+        return
+    has = ", ".join(f"{sum(n.resources_total.get(k, 0) for n in nodes):g} {k}" for k in need)
+    each = ", ".join(f"{v} {k}" for k, v in need.items())
+    per_node = "cluster.gpus_per_node" if cluster.use_gpu else "cluster.cpu_workers_per_node"
+    raise ValueError(
+        f"{what}: the cluster's {len(nodes)} live node(s) ({has}) have room for {room} of the job's "
+        f"{cluster.world_size} training workers ({each} each): set cluster.nodes={cluster.nodes} x "
+        f"{per_node}={cluster.workers_per_node} to at most {room} workers, or lower "
+        f"cluster.cpus_per_worker={cluster.worker_cpus}, or add Ray nodes"
+    )
+
+
+def check_ray_cluster(job: JobConfig) -> None:
+    """cluster=ray, before anything is written or started: Ray answers at cluster.address where ``ray.init`` will
+    dial it, and an SPMD job's training workers fit on its live nodes."""
+    from ray.exceptions import RpcError
+
+    from belle.recipes import recipe
+
+    c, what = job.cluster, f"cluster.address={job.cluster.address}"
+    dial = check_reachable(c.address)
+    if recipe(job.method.name).KIND != "spmd" or c.address.startswith("ray://"):
+        return
+    try:
+        nodes = live_nodes(dial)
+    except RpcError as exc:
         raise ValueError(
-            f"{what}: nothing answers at {host}:{port} ({exc.strerror or exc}): start Ray there "
-            "(ray start --head) or set cluster.address to the head's address"
+            f"{what}: {dial} answers, but no Ray GCS replied there within 10 s ({str(exc).splitlines()[0]}): set "
+            "cluster.address to the head's GCS address (the one `ray start --head` prints)"
         ) from None
+    check_capacity(c, nodes, what)
 
 
 def connect(**init_args) -> None:

@@ -19,6 +19,9 @@ CONTROLLER_ENV = {
     # Ray Train passes it from the driver's environment to its controller; a user's own setting wins.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+"""Seconds Ray Train's controller waits for the worker group to be placed and started (Ray's default: 60); set from
+cluster.placement_timeout_s, passed on to the controller like CONTROLLER_ENV."""
 
 
 def _worker(config: dict) -> None:
@@ -51,15 +54,22 @@ def trainer(job: JobConfig, run_dir: Path):
         run_config=RunConfig(
             name=rundir.RAY,
             storage_path=str(run_dir),
-            failure_config=FailureConfig(max_failures=job.train.max_failures),
+            # a worker group that did not start in time is a controller failure, which Ray retries with no end
+            failure_config=FailureConfig(max_failures=job.train.max_failures,
+                                         controller_failure_limit=job.train.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
             worker_runtime_env={"env_vars": WORKER_ENV | c.worker_env(os.environ)},
         ),
     )
 
 
-def _reason(error: Exception) -> str:
-    """One line saying why training failed: the first failing rank's own exception, not Ray's wrapper."""
+def _reason(error: Exception, job: JobConfig) -> str:
+    """One line saying why training failed: the first failing rank's own exception, not Ray's wrapper, or the worker
+    group that did not start in time."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    if isinstance(getattr(error, "controller_failure", None), WorkerGroupStartupTimeoutError):
+        return _not_started(job)
     failures = getattr(error, "worker_failures", None) or {}
     if failures:
         rank, failure = min(failures.items())
@@ -67,6 +77,18 @@ def _reason(error: Exception) -> str:
         message = str(cause).strip().splitlines()  # an assert without a message has none
         return f"rank {rank}: {type(cause).__name__}" + (f": {message[0]}" if message else "")
     return str(error).strip().splitlines()[-1]
+
+
+def _not_started(job: JobConfig) -> str:
+    """Why the worker group never started: Ray could not place it within cluster.placement_timeout_s."""
+    c, tries = job.cluster, job.train.max_failures + 1
+    each = f"{c.worker_cpus} CPU" + (", 1 GPU" if c.use_gpu else "")
+    return (
+        f"Ray Train could not place and start the {c.world_size} training workers ({each} each) within "
+        f"cluster.placement_timeout_s={c.placement_timeout_s} s ({tries} tr{'y' if tries == 1 else 'ies'}, "
+        "train.max_failures): the cluster's free CPUs/GPUs are taken by other work; free them, or raise "
+        "cluster.placement_timeout_s to wait longer"
+    )
 
 
 def run(job: JobConfig, run_dir: Path) -> Outcome:
@@ -83,9 +105,10 @@ def run(job: JobConfig, run_dir: Path) -> Outcome:
         watchdog = HangWatchdog(run_dir, t.hang_timeout_s, t.hang_first_step_s, on_node=on_ray_node)
     for key, value in CONTROLLER_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ[START_TIMEOUT_ENV] = str(job.cluster.placement_timeout_s)
     try:
         with watchdog:
             trainer(job, run_dir).fit()
     except TrainingFailedError as failure:
-        return Outcome(getattr(watchdog, "hang", None) or _reason(failure))
+        return Outcome(getattr(watchdog, "hang", None) or _reason(failure, job))
     return Outcome()

@@ -109,3 +109,33 @@ def test_nccl_settings_reach_every_worker(job, monkeypatch):
     assert cluster.worker_env(os.environ) == {
         "NCCL_IB_HCA": "mlx5_0", "TORCH_NCCL_BLOCKING_WAIT": "1", "NCCL_SOCKET_IFNAME": "ib0",
     }
+
+
+@pytest.mark.parametrize("setup, number, code, shown", [
+    (["export TOKENIZERS_PARALLELISM=false", "module load cuda/12"], 2, 127, "module load cuda/12"),
+    (["source /nope/bin/activate"], 1, 1, "source /nope/bin/activate"),
+    (["true", "false && true"], 2, 1, "false && true"),
+    (["""echo "50% \\\\ it's"; false"""], 1, 1, """echo "50% \\\\ it's"; false"""),
+])
+def test_a_failing_setup_line_ends_the_script_naming_it(slurm_job, tmp_path, setup, number, code, shown):
+    """The rendered script run by bash (srun and scontrol stubbed): the first setup line whose status is not 0 ends
+    it with exit code 1 before any Slurm step, in the log and in summary.json."""
+    import json
+
+    stubs, run_dir = tmp_path / "bin", tmp_path / "run"
+    stubs.mkdir()
+    run_dir.mkdir()
+    for tool in ("srun", "scontrol"):
+        (stubs / tool).write_text(f"#!/bin/sh\necho {tool} >> {tmp_path}/called\n")
+        (stubs / tool).chmod(0o755)
+    job = slurm_job()
+    job.cluster.setup = setup
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path), "SLURM_JOB_ID": "7"}
+    done = subprocess.run(["bash", "-c", render(job, run_dir)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"=== cluster.setup line {number} failed with exit code {code}: {shown}\n" in done.stdout
+    assert not (tmp_path / "called").exists(), "a Slurm step ran after the failing line"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == (
+        f"cluster.setup line {number} failed with exit code {code}: {shown}: fix the line or remove it from "
+        "cluster.setup")

@@ -8,6 +8,7 @@ and the job name is reduced to safe characters. Secrets never enter it: the job 
 environment from sbatch (WANDB_API_KEY and the like), nothing is copied into the file.
 """
 
+import json
 import re
 import shlex
 import subprocess
@@ -49,6 +50,7 @@ def render(job: JobConfig, run_dir: Path) -> str:
     )
     env.filters["sh"] = lambda value: shlex.quote(str(value))
     env.filters["sbatch_path"] = lambda value: _sbatch_value(str(value))
+    env.filters["json_text"] = lambda value: json.dumps(str(value))[1:-1]  # inside a JSON string the script writes
     template = (resources.files("launcher.cluster") / "slurm" / "ray_job.sbatch.j2").read_text()
     c = job.cluster
     return env.from_string(template).render(
@@ -74,18 +76,55 @@ def write_script(job: JobConfig, run_dir: Path) -> Path:
     return script
 
 
-def submit(job: JobConfig, run_dir: Path) -> str:
-    """Submit the job's script with sbatch (which returns at once) and record it; return the Slurm job id."""
-    from launcher.backends.slurm import jobs
+SBATCH_TIMEOUT_S = 60
+"""Seconds sbatch may take to answer (it only talks to slurmctld)."""
 
-    script = write_script(job, run_dir)
+
+def _sbatch(*args: str, script: str | None = None) -> subprocess.CompletedProcess:
+    """``sbatch ARGS`` (the script on stdin when ``script`` is given), answered within SBATCH_TIMEOUT_S."""
     try:
-        done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
+        return subprocess.run(["sbatch", *args], input=script, capture_output=True, text=True,
+                              timeout=SBATCH_TIMEOUT_S)
     except FileNotFoundError:
         raise RuntimeError("sbatch is not on PATH: run on a Slurm login node (or start cluster/dev/start.sh)") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"sbatch did not answer within {SBATCH_TIMEOUT_S} s: is slurmctld up (scontrol ping)?"
+        ) from None
+
+
+def _reason(done: subprocess.CompletedProcess) -> str:
+    """Slurm's reason for refusing, on one line (its lines without their ``sbatch: error:`` prefixes)."""
+    lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    reasons = [re.sub(r"^(sbatch: error: |allocation failure: )", "", line.strip()) for line in lines if line.strip()]
+    return "; ".join(dict.fromkeys(reasons)) or "no message"
+
+
+def check_runnable(job: JobConfig, script: str) -> None:
+    """Refuse in one line a job Slurm could never start (more nodes, CPUs or GPUs than the partition has, a
+    partition, account or QOS it does not know), asking ``sbatch --test-only`` before anything is queued: a real
+    submit would be accepted and pend forever."""
+    done = _sbatch("--test-only", script=script)
     if done.returncode != 0:
-        reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no message"]
-        raise RuntimeError(f"sbatch refused the job: {reason[0]} (script: {script})")
+        c = job.cluster
+        raise ValueError(
+            f"Slurm would not run this job: {_reason(done)} (sbatch --test-only; cluster.nodes={c.nodes}, "
+            f"{c.slurm_cpus_per_node} CPUs and {c.gpus_per_node} GPUs per node, cluster.partition="
+            f"{c.partition or '<default>'}): set cluster.nodes, cluster.partition (or cluster.account / qos / "
+            "constraint) and cluster.gpus_per_node / cpus_per_node to what `sinfo -N -l` shows"
+        )
+
+
+def submit(job: JobConfig, run_dir: Path) -> str:
+    """Submit the job's script with sbatch (which returns at once) and record it; return the Slurm job id. A job
+    Slurm could never start is refused first (check_runnable), with no script written."""
+    from launcher.backends.slurm import jobs
+
+    check_runnable(job, render(job, run_dir))
+    script = write_script(job, run_dir)
+    done = _sbatch("--parsable", str(script))
+    if done.returncode != 0:
+        raise RuntimeError(f"sbatch refused the job: {_reason(done)} (script: {script})")
     job_id = done.stdout.strip().split(";")[0]
     log = log_path(run_dir, job_id)
     jobs.record(job_id, job.launcher.name, run_dir, log)
