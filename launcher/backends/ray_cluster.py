@@ -88,8 +88,10 @@ def check_reachable(address: str, what: str | None = None, timeout_s: float = 10
     refused = _answers(host, port, timeout_s)
     if refused is None:
         return dial
-    if dial != given and _answers(*_host_port(given, what), timeout_s) is None:
-        raise ValueError(_loopback_only(what, given, dial, timeout_s))
+    if dial != given and given != "auto":
+        if _answers(*_host_port(given, what), timeout_s) is None:
+            raise ValueError(_loopback_only(what, given, dial, timeout_s))
+        dial = given  # the user's address: nothing answers there either
     raise ValueError(
         f"{what}: nothing answers at {dial} ({refused.strerror or refused}): start Ray there "
         "(ray start --head) or set cluster.address to the head's address"
