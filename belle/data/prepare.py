@@ -290,7 +290,8 @@ class _SplitWriter:
         return self
 
     def __exit__(self, *_exc) -> None:
-        """Close the files, whatever their last flush says (an error is already on its way)."""
+        """Close the files of a build stopped before ``close``, dropping what their last flush raises: the build's
+        own error is already on its way."""
         for f in self.files.values():
             with suppress(OSError):
                 f.close()
