@@ -1,7 +1,7 @@
 """A data.cache_dir that is not a folder, is read-only or is full stops a launch before Ray in one line naming
-data.cache_dir and the fix (exit code 2); summary.json then says failed, never running, and nothing on disk is
-lost or left half-written. Real file systems: a file, a read-only mount (or a 0555 folder when not root), a small
-tmpfs."""
+data.cache_dir and the fix (exit code 2); the new run dir is left as it was (none: no summary stuck at running),
+and nothing on disk is lost or left half-written. Real file systems: a file, a read-only mount (or a 0555 folder
+when not root), a small tmpfs."""
 
 import errno
 import json
@@ -64,9 +64,8 @@ def _message(cache_dir, what: str) -> str:
 
 
 def _assert_failed_before_ray(run_dir, message: str) -> None:
-    assert not (run_dir / "ray").exists()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["error"] == message
+    """Refused for bad input before Ray: the launcher leaves the new run dir as it found it (there was none)."""
+    assert message and not run_dir.exists()
 
 
 def _launch(cfg, tmp_path, cache_dir) -> str:
