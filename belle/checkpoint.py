@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from belle.rundir import CHECKPOINTS, LATEST, MANIFEST, write_atomic
+from belle.rundir import CHECKPOINTS, LATEST, MANIFEST, size_mismatch, write_atomic
 
 
 def step_dir_name(step: int) -> str:
@@ -90,13 +90,7 @@ def _damage(folder: Path, legacy: bool) -> str | None:
         sizes = None
     if not isinstance(sizes, dict):
         return f"its {MANIFEST} is not the JSON a save writes"
-    for name, size in sizes.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, {size} when saved"
-    return None
+    return size_mismatch(folder, sizes)
 
 
 def save(run_dir: Path, step: int, keep_last: int, write: Callable[[Path], None]) -> Path:

@@ -169,3 +169,16 @@ def read_summary(run_dir: Path) -> dict | None:
 def write_summary(run_dir: Path, summary: dict) -> None:
     """summary.json, written whole."""
     write_atomic(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+
+def size_mismatch(folder: Path, sizes: dict[str, int]) -> str | None:
+    """Why the files of ``folder`` differ from ``sizes`` (relative name → bytes recorded when they were written):
+    the first one missing or of another size; None when every one matches. Nothing is read but their sizes."""
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, not the {size} it was written with"
+    return None
+

@@ -42,8 +42,8 @@ def test_damaged_newest_checkpoint_gives_way_to_the_previous(tmp_path, damage):
     skipped = []
     assert checkpoint.latest(tmp_path, on_skip=lambda folder, why: skipped.append((folder.name, why))).name == (
         "step-000005")
-    why = {"truncated": "state/rank1.pt has 10 bytes, 100 when saved", "shard lost": "state/rank0.pt is missing",
-           "folder lost": "its folder is gone"}[damage]
+    why = {"truncated": "state/rank1.pt is 10 bytes, not the 100 it was written with",
+           "shard lost": "state/rank0.pt is missing", "folder lost": "its folder is gone"}[damage]
     assert skipped == [("step-000010", why)]
 
 

@@ -29,7 +29,7 @@ from belle.data.packing import PackedRow
 from belle.data.pairs import Pair
 from belle.data.records import DataError, resolve_paths
 from belle.data.template import IGNORE_INDEX
-from belle.rundir import DATA_CACHE, staged_dir
+from belle.rundir import DATA_CACHE, size_mismatch, staged_dir
 
 TEMPLATE_VERSION = 2
 """Raise when the template, the packer or this layout changes what a cache holds: every old cache is then unused."""
@@ -154,13 +154,7 @@ def damage(folder: Path) -> str | None:
         sizes = array_sizes(read_meta(folder))
     except (ValueError, KeyError, TypeError):  # JSON cut short, or not this layout's
         return f"its {META} is unreadable"
-    for name, size in sizes.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} is {path.stat().st_size} bytes, not {size}"
-    return None
+    return size_mismatch(folder, sizes)
 
 
 def is_complete(folder: Path) -> bool:

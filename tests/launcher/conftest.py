@@ -15,6 +15,14 @@ from launches import wait_until_ray_is_gone
 from processes import MARK
 
 
+@pytest.fixture(scope="module")
+def slurm_is_up():
+    """For the Slurm tests: the development Slurm (cluster/dev/start.sh) answers, else the module fails at once."""
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True) if shutil.which("scontrol") else None
+    if ping is None or "UP" not in ping.stdout:
+        pytest.fail("no Slurm answers here: start the development one with cluster/dev/start.sh")
+
+
 @pytest.fixture
 def cli(tmp_path):
     """``cli(*args)`` runs ``python -m launcher ARGS`` from an empty directory and returns the CompletedProcess."""

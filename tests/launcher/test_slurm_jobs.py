@@ -3,7 +3,6 @@ brought up across the job's nodes, preemption with requeue and resume, a bring-u
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,20 +15,13 @@ from processes import MARK, own_processes
 
 from launcher.backends.slurm.jobs import ENDED
 
-pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("slurm_is_up")]
 
 SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
 RAY = ("raylet", "gcs_server", "ray::", "slurm.node", "launcher.launch")
 # every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
 SMALL = ("cluster=slurm", "cluster.cpu_workers_per_node=1", "monitor.log_every=1", "monitor.wandb_mode=offline",
          "cluster.ray_join_timeout_s=120")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm_is_up():
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True) if shutil.which("scontrol") else None
-    if ping is None or "UP" not in ping.stdout:
-        pytest.fail("no Slurm answers here: start the development one with cluster/dev/start.sh")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 refused before anything is queued, and a failing cluster.setup line ends its job at once, naming the line."""
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -13,14 +12,7 @@ from processes import MARK
 
 from launcher.backends.slurm.jobs import ENDED, records, slurm_state
 
-pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm_is_up():
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True) if shutil.which("scontrol") else None
-    if ping is None or "UP" not in ping.stdout:
-        pytest.fail("no Slurm answers here: start the development one with cluster/dev/start.sh")
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_is_up")]
 
 
 @pytest.fixture
