@@ -59,19 +59,26 @@ class HangWatchdog:
             started = any(beat["step"] > beat["start"] for beat in beats.values())  # a step done this attempt
             allowance = self.timeout_s if started else self.first_step_s
             if beats and time.monotonic() - advanced > allowance:
-                self.hang = self._act(beats, allowance, started)
-                print(f"error: {self.hang}", file=sys.stderr, flush=True)
+                hang = self._act(beats, allowance, started)
+                if hang:
+                    self.hang = hang
+                    print(f"error: {hang}", file=sys.stderr, flush=True)
+                shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # the next attempt's ranks write their own
                 seen.clear()
                 advanced = time.monotonic()
 
-    def _act(self, beats: dict[int, dict], allowance: float, started: bool) -> str:
-        """Stacks to hang/, the stalled ranks named, every rank killed; the one-line reason."""
+    def _act(self, beats: dict[int, dict], allowance: float, started: bool) -> str | None:
+        """Stacks to hang/, the stalled ranks named, every rank killed; the one-line reason. None when every rank's
+        process is gone already: the heartbeats are a failed attempt's, and Ray Train is starting the next one."""
+        found = {rank: self.on_node(beat["node"], inspect_process, (beat["pid"],)) for rank, beat in beats.items()}
+        if all(state.startswith("gone") for state, _ in found.values()):
+            return None
         folder = self.run_dir / HANG
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suspects = []
         for rank, beat in sorted(beats.items()):
-            state, stack = self.on_node(beat["node"], inspect_process, (beat["pid"],))
+            state, stack = found[rank]
             (folder / f"{stamp}-rank-{rank}.txt").write_text(
                 f"rank {rank}, pid {beat['pid']} on {beat['node']}, last finished step {beat['step']}, "
                 f"process {state}\n\n{stack}"
@@ -84,7 +91,6 @@ class HangWatchdog:
             suspects = [(rank, beat, "waiting") for rank, beat in sorted(beats.items()) if beat["step"] == low]
         for beat in beats.values():
             self.on_node(beat["node"], kill_process, (beat["pid"],))
-        shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # the next attempt's ranks write their own
         named = "; ".join(f"rank {rank} on {beat['node']} (pid {beat['pid']}, {state}) after step {beat['step']}"
                           for rank, beat, state in suspects)
         key, what = ("train.hang_timeout_s", "step") if started else ("train.hang_first_step_s", "first step")

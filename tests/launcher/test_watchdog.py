@@ -89,3 +89,16 @@ def test_the_first_step_has_its_own_allowance(tmp_path, started):
     finally:
         rank.kill()
         rank.wait()
+
+
+def test_heartbeats_left_by_ranks_that_died_are_a_restart_not_a_hang(tmp_path):
+    """Ray Train replaces a failed group itself: the old ranks' beats outlive them until the new ranks write theirs.
+    Past the allowance the watchdog finds every process gone, drops the stale beats, and dumps or names nothing."""
+    ranks = [_rank(tmp_path, rank, 0.1, 2) for rank in (0, 1)]
+    with HangWatchdog(tmp_path, timeout_s=1, first_step_s=60, poll_s=0.2) as watchdog:
+        _until(lambda: min(_step(tmp_path, 0), _step(tmp_path, 1)) == 2, 30, "ranks never started")
+        for process in ranks:
+            process.kill()
+            process.wait()
+        _until(lambda: not (tmp_path / "progress").exists(), 30, "the stale heartbeats were kept")
+    assert watchdog.hang is None and not (tmp_path / "hang").exists()
