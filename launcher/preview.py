@@ -66,7 +66,7 @@ def _prompts(job: JobConfig, tokenizer) -> tuple[list, list[str | None] | None]:
     their reference answers when a rule reward reads them (else None)."""
     from belle.data.template import IGNORE_INDEX, Sample
     from belle.recipes.ppo import prompt_source
-    from belle.rlhf.rewards import REFERENCE_NEEDS
+    from belle.score.rules import REFERENCE_NEEDS
 
     prompts = prompt_source(job, tokenizer)[: job.launcher.preview]
     samples = [Sample(p.ids, [IGNORE_INDEX] * len(p.ids)) for p in prompts]

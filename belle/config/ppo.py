@@ -12,7 +12,7 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 """belle.rlhf.ppo_losses.KL_ESTIMATORS (kept here so the config imports no torch)."""
 REWARD_SOURCES = ("model", "rule")
 REWARD_RULES = ("math_answer", "chinese_ratio", "length_target")
-"""belle.rlhf.rewards.RULES by name."""
+"""belle.score.rules.RULES by name."""
 CRITIC_INITS = ("reward", "policy")
 KL_ERROR_CLIP = 0.2
 """The adaptive KL controller clips its relative error KL / target − 1 to ±KL_ERROR_CLIP (belle.rlhf.ppo_losses)."""
@@ -61,7 +61,7 @@ class RewardConfig:
     source: str = "model"
     """model (the reward model of roles.reward, scored on token ids) or rule (``rule`` on the decoded text)."""
     rule: str | None = None
-    """source=rule: math_answer, chinese_ratio or length_target (belle.rlhf.rewards)."""
+    """source=rule: math_answer, chinese_ratio or length_target (belle.score.rules)."""
     normalize: bool = True
     """Centre and scale each score by the running mean and std of every score so far (kept in checkpoints)."""
     clip: float = 5.0

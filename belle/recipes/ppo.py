@@ -67,7 +67,6 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
 
     from belle.data.template import pad_id
     from belle.model.load import load_tokenizer
-    from belle.rlhf import rewards
     from belle.rlhf.experience import RunningMoments, token_rewards
     from belle.rlhf.ppo_losses import (
         explained_variance,
@@ -78,6 +77,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
         masked_var,
         masked_whiten,
     )
+    from belle.score import rules as rewards
 
     run_dir, ppo = Path(run_dir), ppo_settings(job)
     tokenizer = load_tokenizer(job.model)
@@ -264,7 +264,7 @@ def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
 def check_rule_inputs(name: str, references: list[tuple[str | None, str]]) -> None:
     """Refuse prompts that rule ``name`` cannot score (``references``: each prompt's reference answer and
     file:line), naming the first, their count and the fix."""
-    from belle.rlhf import rewards
+    from belle.score import rules as rewards
 
     problems = [(where, problem) for reference, where in references
                 if (problem := rewards.unscorable(name, reference))]

@@ -149,9 +149,10 @@ def test_a_job_without_a_ppo_block_names_the_method(job):
 
 def test_the_config_names_what_the_rlhf_code_knows():
     from belle.config.ppo import KL_ESTIMATORS, REWARD_RULES
-    from belle.rlhf import ppo_losses, rewards
+    from belle.rlhf import ppo_losses
+    from belle.score import rules
 
-    assert KL_ESTIMATORS == ppo_losses.KL_ESTIMATORS and tuple(rewards.RULES) == REWARD_RULES
+    assert KL_ESTIMATORS == ppo_losses.KL_ESTIMATORS and tuple(rules.RULES) == REWARD_RULES
 
 
 @pytest.mark.parametrize("overrides,fix", [

@@ -1,11 +1,11 @@
-"""Rule rewards on real BELLE school-math records and hand-made texts."""
+"""Rule scorers on real BELLE school-math records and hand-made texts."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from belle.rlhf.rewards import RULES, chinese_ratio, length_target, math_answer, rule
+from belle.score.rules import RULES, chinese_ratio, length_target, math_answer, rule
 
 MATH = Path(__file__).parents[2] / "belle" / "data" / "samples" / "math.jsonl"
 

@@ -1,4 +1,4 @@
-"""Rule rewards on decoded response text, picked by name (``method.ppo.reward.rule``).
+"""Rule scorers of decoded response text, picked by name (PPO's ``method.ppo.reward.rule``).
 
 Every rule is ``rule(response, reference) -> float``; ``reference`` is the prompt record's own answer, when it has
 one (instruction and conversation records), else None.
@@ -87,7 +87,7 @@ def unscorable(name: str, reference: str | None) -> str | None:
 
 
 def rule(name: str) -> Callable[..., float]:
-    """The rule reward called ``name``."""
+    """The rule called ``name``."""
     if name not in RULES:
         raise ValueError(f"unknown reward rule {name!r}: choose one of {', '.join(RULES)}")
     return RULES[name]

@@ -1,0 +1,1 @@
+"""Scores of decoded responses: the rule scorers (rules), read by PPO's rule reward."""
