@@ -30,8 +30,8 @@ FLOORS = {
     "belle/monitor/":      1,  # metrics, W&B, progress, the loss plot
     "belle/data/":         2,  # records → rows
     "belle/score/":        2,  # decoded responses → scores (the rule scorers)
-    "belle/model/":        3,  # tokenizer, model, heads, LoRA, memory, export
-    "belle/strategy/":     4,  # DeepSpeed config, batch, schedule, the engine
+    "belle/model/":        3,  # tokenizer, model, heads, LoRA, memory, export, sampling (generate)
+    "belle/strategy/":     4,  # DeepSpeed config, batch, schedule, the engines (trained and frozen)
     "belle/train/":        5,  # the training loop, a worker's start, engine state
     "belle/rlhf/":         6,  # losses, experience, placement, roles, the PPO host and its state
     "belle/recipes/":      7,  # one control-flow file per method

@@ -327,7 +327,7 @@ def _pad_batch(prompts: list[list[int]], responses: list[list[int]], pad: int) -
     """The step's batch (belle.rlhf.roles): prompts left-padded, responses right-padded, the response mask."""
     import torch
 
-    from belle.rlhf.roles import left_pad
+    from belle.model.generate import left_pad
 
     batch = left_pad(prompts, pad)
     width = max(len(r) for r in responses)
@@ -345,7 +345,8 @@ def _update(roles: RoleCalls, role: str, data: dict, keys: tuple[str, ...], ppo,
     split evenly over the role's ranks → the stats merged over ranks."""
     import torch
 
-    from belle.rlhf.roles import merge, step_seed
+    from belle.model.generate import step_seed
+    from belle.rlhf.batch import merge
 
     world, shards, count = roles.world(role), [[] for _ in range(roles.world(role))], 0
     for epoch in range(ppo.epochs):

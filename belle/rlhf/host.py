@@ -7,12 +7,16 @@ from __future__ import annotations
 import gc
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from belle import checkpoint
 from belle.config import JobConfig
 from belle.config._checks import require
 from belle.config.ppo import TRAINED_ROLES, ppo_settings, roles_settings, zero_stage
 from belle.rlhf.state import check_resumable, planned_steps, read_controller
+
+if TYPE_CHECKING:
+    from belle.rlhf.roles import Worker
 
 
 class RoleHost:
@@ -32,7 +36,7 @@ class RoleHost:
         import torch
         import torch.distributed as dist
 
-        from belle.rlhf.roles import Worker, build_role
+        from belle.rlhf.roles import Worker
         from belle.train.worker import start_worker, worker_attention
 
         os.environ |= {"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port), "RANK": str(self.rank),
@@ -47,7 +51,7 @@ class RoleHost:
         attention = worker_attention(self.job, on_gpu, self.rank, self.world)
         worker = Worker(self.rank, self.world, attention, planned_steps(self.job))
         for role in self.roles:  # one at a time: a whole model in host RAM while it is partitioned, then the next
-            self.objects[role] = build_role(role, self.job, worker)
+            self.objects[role] = _build_role(role, self.job, worker)
             gc.collect()
         folder = checkpoint.latest(self.run_dir)
         if folder is not None:
@@ -64,3 +68,13 @@ class RoleHost:
         require(role in self.objects, f"pool {self.pool} hosts {', '.join(self.roles)}, not {role}")
         require(not method.startswith("_"), f"{method} is not a role method")
         return getattr(self.objects[role], method)(*args, **kwargs)
+
+
+def _build_role(role: str, job: JobConfig, worker: Worker):
+    """The object of ``role`` for this process (belle.rlhf.roles, belle.rlhf.rollout)."""
+    from belle.rlhf.roles import Critic, Frozen, Policy
+    from belle.rlhf.rollout import Rollout
+
+    if role in ("reference", "reward"):
+        return Frozen(job, worker, role)
+    return {"actor": Policy, "critic": Critic, "rollout": Rollout}[role](job, worker)

@@ -1,6 +1,6 @@
-"""A model inside its DeepSpeed engine, built from the config sections it needs (every trained model: the recipes'
-and PPO's actor and critic), and the ZeRO-3 switch that partitions a model as it is built (PPO's frozen roles,
-built without an optimizer in belle.rlhf.roles, use it too)."""
+"""A model inside its DeepSpeed engine, built from the config sections it needs: ``build_engine`` for a trained model
+(with its optimizer and LR schedule), ``build_frozen`` for one that only answers forward passes or generates (a
+DeepSpeed engine without optimizer under ZeRO-3, partitioned as it is built; else the whole model on this device)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from belle.config import LoraConfig, ModelConfig, OptimConfig, StrategyConfig
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -34,7 +36,7 @@ def build_engine(
     from belle.strategy.schedule import build_scheduler
 
     config = deepspeed_config(strategy, optim, world_size)
-    with partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
+    with _partitioned_build(config) if strategy.zero_stage == 3 else nullcontext():
         net = build_model(model, attention, dtype=getattr(torch, DTYPES[strategy.precision]), seed=seed, task=task)
     if strategy.activation_checkpointing:
         net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -53,6 +55,57 @@ def build_engine(
     return engine
 
 
+def build_frozen(
+    model: ModelConfig, strategy: StrategyConfig, optim: OptimConfig, *, attention: str, world_size: int, seed: int,
+    task: str = "causal_lm",
+):
+    """``model`` for ``task`` built for inference (``inference_model``): under ZeRO-3 a DeepSpeed engine without
+    optimizer, partitioned as it is built; else the whole model on this process's device. ``optim`` only completes
+    the DeepSpeed config (its optimizer section is dropped)."""
+    import deepspeed
+
+    from belle.strategy.deepspeed import deepspeed_config
+
+    config = {k: v for k, v in deepspeed_config(strategy, optim, world_size).items() if k != "optimizer"}
+    zero3 = strategy.zero_stage == 3
+    with _partitioned_build(config) if zero3 else nullcontext():
+        net = inference_model(model, strategy.precision, attention=attention, seed=seed, task=task)
+    if zero3:
+        return deepspeed.initialize(model=net, config=config)[0]
+    return net.to(local_device())
+
+
+def inference_model(model: ModelConfig, precision: str, *, attention: str, seed: int, task: str = "causal_lm"):
+    """``model`` for ``task`` built in ``precision`` (strategy.precision) where it is made: no gradients, no
+    dropout."""
+    import torch
+
+    from belle.model.load import build_model
+
+    net = build_model(model, attention, dtype=getattr(torch, DTYPES[precision]), seed=seed, task=task)
+    net.requires_grad_(False)
+    no_dropout(net)
+    return net
+
+
+def no_dropout(module) -> None:
+    """Dropout p=0 everywhere (layers and attention), so a forward in training mode is deterministic."""
+    import torch
+
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Dropout):
+            sub.p = 0.0
+        if hasattr(sub, "attention_dropout"):
+            sub.attention_dropout = 0.0
+
+
+def local_device() -> torch.device:
+    """This process's GPU, else the CPU."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _compile_blocks(net) -> None:
     """torch.compile every transformer block in place (the first ModuleList: the decoder layers, adapters inside);
     the blocks share their code, so one compiled graph serves them all. Shapes vary with the packed rows' sequence
@@ -66,7 +119,7 @@ def _compile_blocks(net) -> None:
 
 
 @contextmanager
-def partitioned_build(config: dict):
+def _partitioned_build(config: dict):
     """Models built or loaded inside are partitioned by deepspeed.zero.Init as they are made. Only inside: a model
     loaded later by one rank alone (the export's reload checks) must not start collectives the others never join."""
     from transformers.integrations import HfDeepSpeedConfig

@@ -245,7 +245,7 @@ def test_the_prompt_order_is_global_reshuffled_per_epoch_and_resumable():
 
 
 def test_update_stats_merge_over_ranks():
-    from belle.rlhf.roles import merge
+    from belle.rlhf.batch import merge
 
     ranks = [{"tokens": 10.0, "policy_loss": 0.5, "clip_frac": 2.0, "max:first_minibatch_ratio_err": 1e-4},
              {"tokens": 30.0, "policy_loss": 0.7, "clip_frac": 6.0, "max:first_minibatch_ratio_err": 3e-4}]

@@ -1,0 +1,67 @@
+"""Sampling responses from a causal LM: prompts left-padded to the longest, one response per prompt, the RNG reseeded
+from (seed, step, rank) so that a step run again samples the same tokens. Works on a plain module or a DeepSpeed
+engine's module (ZeRO-3: ``synced_gpus``)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+def step_seed(*parts: int) -> int:
+    """A seed from integers (seed, step, rank…): the same parts give the same seed in any process."""
+    seed = 0
+    for part in parts:
+        seed = (seed * 1_000_003 + part) % (2**63 - 1)
+    return seed
+
+
+class Sampler:
+    """How one rank samples: at ``temperature`` with nucleus ``top_p`` (no top-k), up to ``max_new_tokens``, with the
+    tokenizer's pad and EOS; reseeded per call from (``seed``, step, ``rank``)."""
+
+    def __init__(self, tokenizer, *, temperature: float, top_p: float, max_new_tokens: int, seed: int, rank: int):
+        from transformers import GenerationConfig
+
+        from belle.data.template import pad_id
+
+        self.tokenizer, self.seed, self.rank = tokenizer, seed, rank
+        self.pad = pad_id(tokenizer)
+        self.config = GenerationConfig(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad, eos_token_id=tokenizer.eos_token_id,
+        )
+
+    @torch.no_grad()
+    def sample(self, module, prompts: list[list[int]], step: int, device, synced_gpus: bool = False) -> list[list[int]]:
+        """One response per prompt by ``module`` (token ids, as generated: up to max_new_tokens, pad after an EOS).
+        The RNG is reseeded from (seed, step, rank), so a resumed step samples the same tokens."""
+        torch.manual_seed(step_seed(self.seed, step, self.rank))
+        batch = left_pad(prompts, self.pad)
+        with _generating(module):
+            out = module.generate(**{k: v.to(device) for k, v in batch.items()}, generation_config=self.config,
+                                  synced_gpus=synced_gpus)
+        return out[:, batch["input_ids"].shape[1]:].tolist()
+
+
+def left_pad(prompts: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of prompts left-padded to the longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@contextmanager
+def _generating(module):
+    """Eval mode around ``generate`` only: under activation checkpointing HF drops the KV cache in training mode."""
+    was_training = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(was_training)
