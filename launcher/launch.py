@@ -161,7 +161,7 @@ def check_roles_resume(job: JobConfig, run_dir: Path) -> None:
     """Before any worker starts: the run's latest checkpoint resumes on the planned ranks and ZeRO stages of a roles
     recipe (PPO), with its frozen model folders unchanged (belle.rlhf.state.check_resume)."""
     from belle import checkpoint
-    from belle.rlhf.placement import placement_of
+    from belle.rlhf.planner import placement_of
     from belle.rlhf.state import check_resume
 
     folder = checkpoint.latest(run_dir)

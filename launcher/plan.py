@@ -181,7 +181,8 @@ def _placement(job: JobConfig, warnings: list[str]) -> dict:
     unless roles.check_memory=false."""
     from belle.config.ppo import missing_reward_model
     from belle.config.roles import TRAINED_ROLES
-    from belle.rlhf.placement import placement_lines, placement_of
+    from belle.rlhf.placement import placement_lines
+    from belle.rlhf.planner import placement_of
 
     missing = missing_reward_model(job)
     if missing:

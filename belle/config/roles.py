@@ -1,4 +1,4 @@
-"""Where PPO's roles run: which roles share GPUs (a pool) and how many ranks each has; belle.rlhf.placement plans it."""
+"""Where PPO's roles run: which roles share GPUs (a pool) and how many ranks each has; belle.rlhf.planner plans it."""
 
 from dataclasses import dataclass, field
 

@@ -29,7 +29,8 @@ from typing import Any
 
 from belle import rundir
 from belle.config import JobConfig
-from belle.rlhf.placement import Placement, placement_of
+from belle.rlhf.placement import Placement
+from belle.rlhf.planner import placement_of
 from launcher.backends import Outcome
 
 SLURM_SHARE = 0.001

@@ -62,7 +62,7 @@ def own_ray(workers_env, monkeypatch):
 def test_a_rollout_pool_of_its_own_generates_with_each_steps_weights(job, own_ray, tmp_path):
     from belle.recipes import ppo
     from belle.rlhf.host import RoleHost
-    from belle.rlhf.placement import placement_of
+    from belle.rlhf.planner import placement_of
     from launcher.backends.ray_cluster import ray_for
     from launcher.backends.ray_roles import run_roles
 

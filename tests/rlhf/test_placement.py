@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from belle.config import ClusterConfig, LoraConfig, ModelConfig, StrategyConfig
 from belle.config.roles import RoleConfig, RolesConfig, RolloutConfig
 from belle.model.memory import activation_bytes, logit_bytes
-from belle.rlhf.placement import ModelSize, placement_lines, plan_placement
+from belle.rlhf.placement import ModelSize, placement_lines
+from belle.rlhf.planner import plan_placement
 from launcher.estimate import memory_per_gpu
 
 CONF = Path(__file__).parents[2] / "conf"

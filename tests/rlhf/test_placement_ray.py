@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from belle.config.roles import RoleConfig, RolesConfig, RolloutConfig
-from belle.rlhf.placement import ModelSize, plan_placement
+from belle.rlhf.placement import ModelSize
+from belle.rlhf.planner import plan_placement
 from launcher.backends import ray_roles
 from launcher.backends.ray_cluster import LOCAL_RAY_ENV
 from launcher.backends.ray_roles import RoleFailure, run_roles
