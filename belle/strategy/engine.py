@@ -1,6 +1,7 @@
-"""A model inside its DeepSpeed engine, built from the config sections it needs: ``build_engine`` for a trained model
-(with its optimizer and LR schedule), ``build_frozen`` for one that only answers forward passes or generates (a
-DeepSpeed engine without optimizer under ZeRO-3, partitioned as it is built; else the whole model on this device)."""
+"""Models built from the config sections they need, for training or for inference: ``build_engine``, a trained model
+in its DeepSpeed engine with optimizer and LR schedule; ``build_frozen``, one that only answers forward passes or
+generates (under ZeRO-3 an engine without optimizer, partitioned as it is built; else the whole model on this
+process's device); ``inference_model``, the plain module without gradients or dropout."""
 
 from __future__ import annotations
 
