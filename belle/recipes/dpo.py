@@ -19,6 +19,7 @@ from pathlib import Path
 from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.pairs import pair_rows
 from belle.data.records import batched
@@ -27,31 +28,35 @@ from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.rlhf.pair_losses import dpo_loss, sequence_log_probs
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
+from belle.train.plan import trainer_plan
 from belle.train.state import resume, saver
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("dpo",)
 REFERENCE_FILE = "reference-log-probs.pt"
 """In a checkpoint folder under precomputed: the reference's (chosen, rejected) log-probs of every pair, per split."""
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "margin", "accuracy")
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json."""
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan; plan.json "recipe" says what it trains."""
     dpo = job.method.dpo
-    return {
+    return trainer_plan(job, facts, warnings, {
         "name": "dpo", "kind": KIND,
         "trains": f"the policy on (chosen, rejected) answers, {dpo.loss} loss, beta {dpo.beta:g}, reference "
                   f"{job.method.dpo_reference}",
         "rows": f"one pair per row: prompt cut to its last {dpo.max_prompt_length} tokens, answers to "
                 f"data.max_length={job.data.max_length}, chosen and rejected in one micro-batch",
         "reference": job.method.dpo_reference,
-    }
+    })
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.pairs import pair_rows
 from belle.data.records import batched
@@ -26,26 +27,30 @@ from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.heads import SCORE
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.rlhf.pair_losses import pairwise_loss
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
+from belle.train.plan import trainer_plan
 from belle.train.state import resume, saver
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("preference",)
 REWARD_STATS = "reward_stats.json"
 """Beside the exported model: mean and std of its scores on the held-out pairs (else the training pairs)."""
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json."""
-    return {
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan, its head's one output per token counted; plan.json "recipe" says what it trains."""
+    return trainer_plan(job, facts, warnings, {
         "name": "rm", "kind": KIND,
         "trains": "a score head on the model: -logsigmoid(r_chosen - r_rejected - margin), read at the answer's EOS",
         "rows": "one pair per row: its chosen and rejected sequences, padded to the micro-batch's longest",
-    }
+    }, outputs=1)
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from belle import rundir, stop
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
@@ -20,23 +21,27 @@ from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs, evaluate
+from belle.train.plan import trainer_plan
 from belle.train.state import resume, saver
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("sft", "pretrain")
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json: what it trains on and which tokens carry the loss."""
-    return {
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan; plan.json "recipe" says what it trains on and which tokens carry the loss."""
+    return trainer_plan(job, facts, warnings, {
         "name": "sft", "kind": KIND,
         "trains": "every token of raw-text blocks" if job.data.format == "pretrain" else "the answers (prompts masked)",
         "rows": "packed" if job.data.packed else "one sample per row, padded",
-    }
+    })
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:

@@ -14,4 +14,4 @@ class Outcome:
     restarts: int | None = None
     """Times the workers were rebuilt from the latest checkpoint (within train.max_failures); None: not counted."""
     note: str | None = None
-    """Why training stopped early on its own (e.g. ``KL 12.3 > method.ppo.stop_kl=10 at step 7``)."""
+    """Why training stopped early on its own (e.g. a KL bound reached: ``KL 12.3 > … at step 7``)."""

@@ -7,7 +7,7 @@ per bundle hosts every role of its pool: one process, one CUDA context and one t
 A rollout pool of its own gets the actor's weights in buckets (RoleGroups.sync_weights).
 
 Every wait is bounded: placement and worker start by cluster.placement_timeout_s, setup by train.hang_first_step_s,
-each phase by method.ppo.phase_timeout_s. A rank that dies, raises or stalls ends the phase with RoleFailure, one
+each phase by the recipe's phase timeout. A rank that dies, raises or stalls ends the phase with RoleFailure, one
 line naming role, rank, node, pid and phase (a stalled rank's stack is written to <run_dir>/hang/ first). ``run``
 then removes every worker and placement group and, within train.max_failures, builds them again and calls the
 recipe again, which resumes from the latest checkpoint.
@@ -175,10 +175,10 @@ def _stalled(stalled: list[Target], phase: str, timeout_s: float, key: str, run_
 class RoleGroups:
     """The controller's RoleCalls on Ray: ``call`` runs a role's method on every rank of its pool at once."""
 
-    def __init__(self, pools: dict[str, list[_Rank]], run_dir: Path, phase_timeout_s: float):
+    def __init__(self, pools: dict[str, list[_Rank]], run_dir: Path, phase_timeout: tuple[float, str]):
         self._pools = pools
         self._pool_of = {role: name for name, ranks in pools.items() for role in ranks[0].roles}
-        self.run_dir, self.phase_timeout_s = Path(run_dir), phase_timeout_s
+        self.run_dir, self.phase_timeout = Path(run_dir), phase_timeout
         self._sync_opened = False
 
     def world(self, role: str) -> int:
@@ -188,7 +188,7 @@ class RoleGroups:
     def call(self, role: str, method: str, shards: list | None = None, *, phase: str, **kwargs) -> list:
         """One result per rank of ``role``, in rank order: rank i gets ``shards[i]`` as its first argument (None:
         no shard), and every rank the same ``kwargs``. Raises RoleFailure (one line) when a rank dies, raises, or
-        the phase outlasts method.ppo.phase_timeout_s."""
+        the phase outlasts the recipe's phase timeout."""
         import ray
 
         ranks = self._pools[self._pool_of[role]]
@@ -238,7 +238,7 @@ class RoleGroups:
         return True
 
     def _gather(self, refs: list, targets: list[Target], phase: str) -> list:
-        return _gather(refs, targets, phase, self.phase_timeout_s, "method.ppo.phase_timeout_s", self.run_dir)
+        return _gather(refs, targets, phase, *self.phase_timeout, self.run_dir)
 
 
 class _Attempt:
@@ -380,19 +380,18 @@ def _slurm_nodes(job: JobConfig) -> list[str] | None:
 
 def run(job: JobConfig, run_dir: Path) -> Outcome:
     """Train ``job``'s roles recipe on the connected Ray → how it ended: why it failed (one line), the restarts, and
-    why the recipe stopped early (its state's ``stopped``, e.g. method.ppo.stop_kl)."""
-    from belle.config.ppo import ppo_settings
+    why the recipe stopped early (its state's ``stopped``, e.g. a KL bound reached)."""
     from belle.recipes import recipe
     from belle.rlhf.host import RoleHost
 
-    return run_roles(job, Path(run_dir), placement_of(job), host=RoleHost, train=recipe(job.method.name).train,
-                     placement_timeout_s=job.cluster.placement_timeout_s,
-                     phase_timeout_s=ppo_settings(job).phase_timeout_s)
+    face = recipe(job.method.name)
+    return run_roles(job, Path(run_dir), placement_of(job), host=RoleHost, train=face.train,
+                     placement_timeout_s=job.cluster.placement_timeout_s, phase_timeout=face.phase_timeout(job))
 
 
 def run_roles(job: JobConfig, run_dir: Path, placement: Placement, *, host: type,
               train: Callable[[JobConfig, Path, RoleGroups], Any], placement_timeout_s: float,
-              phase_timeout_s: float) -> Outcome:
+              phase_timeout: tuple[float, str]) -> Outcome:
     """``run`` with its parts given: place ``placement``'s pools, host their roles with ``host``, and call
     ``train(job, run_dir, groups)``, which returns its state (a dict, or None); a RoleFailure removes everything
     and, within train.max_failures, starts again (``train`` resumes from the latest checkpoint). Nothing of an
@@ -413,7 +412,7 @@ def run_roles(job: JobConfig, run_dir: Path, placement: Placement, *, host: type
             pools = attempt.start(job, run_dir, placement, placed, host, placement_timeout_s)
             write_placement(run_dir, pools)
             attempt.setup(pools, run_dir, job.train.hang_first_step_s)
-            state = train(job, run_dir, RoleGroups(pools, run_dir, phase_timeout_s)) or {}
+            state = train(job, run_dir, RoleGroups(pools, run_dir, phase_timeout)) or {}
             return Outcome(restarts=restarts, note=state.get("stopped"))
         except PlacementTimeout as error:
             return Outcome(str(error), restarts)

@@ -77,7 +77,7 @@ def test_a_rollout_pool_of_its_own_generates_with_each_steps_weights(job, own_ra
 
     with ray_for(j):
         outcome = run_roles(j, tmp_path, placement_of(j), host=RoleHost, train=train, placement_timeout_s=60,
-                            phase_timeout_s=120)
+                            phase_timeout=(120, "method.ppo.phase_timeout_s"))
     assert outcome.error == (f"role rollout rank 0 generated step {STALE_AT} with weights version {STALE_AT - 1}: "
                              "stale weights; sync them first (RoleCalls.sync_weights)")
     assert outcome.restarts == 0  # refused, not retried

@@ -215,7 +215,7 @@ def _rows(run_dir: Path, role: str) -> list[dict]:
 def _run(job, run_dir: Path, placement, train, placement_timeout_s: float = 60, phase_timeout_s: float = 60,
          host: type = ProbeHost):
     return run_roles(job, run_dir, placement, host=host, train=train, placement_timeout_s=placement_timeout_s,
-                     phase_timeout_s=phase_timeout_s).error
+                     phase_timeout=(phase_timeout_s, "method.ppo.phase_timeout_s")).error
 
 
 def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):

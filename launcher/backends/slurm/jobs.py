@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from belle.rundir import read_summary
+from belle.rundir import read_summary, results
 
 
 def records_file() -> Path:
@@ -118,7 +118,7 @@ def status(key: str) -> None:
     else:
         print("slurm      gone (Slurm no longer lists it)")
     if summary:
-        print(f"run        {summary['status']}: {summary['steps']} steps, loss {summary['final_loss']}"
+        print(f"run        {summary['status']}: {summary['steps']} steps, {results(summary)}"
               + (f", error: {summary['error']}" if summary.get("error") else ""))
     else:
         print("run        no attempt has ended yet")
