@@ -181,7 +181,8 @@ def test_the_plan_says_what_a_step_does(ppo_job):
     from belle.data.facts import DataFacts
     from belle.recipes.ppo import plan
 
-    planned = plan(ppo_job(kl=KlConfig(target=6)), DataFacts(16, 20.0, "test"), [])
+    composed = ppo_job("cluster.cpu_workers_per_node=1", kl=KlConfig(target=6))
+    planned = plan(composed, DataFacts(16, 20.0, "test"), [])
     lines = planned.recipe
     assert lines["kind"] == "roles" and lines["roles"] == ["actor", "critic", "reference"]
     assert "scores from rule chinese_ratio, KL k1 x 0.2, adaptive to 6" in lines["trains"]
