@@ -87,6 +87,11 @@ def spmd_loop(
     return state
 
 
+def pair_counts(pairs) -> dict:
+    """A window's counts for spmd_loop when its items are preference pairs: tokens of both sides, and pairs."""
+    return {"tokens": sum(len(pair.chosen) + len(pair.rejected) for pair in pairs), "samples": len(pairs)}
+
+
 def leave(job: JobConfig, run_dir: Path, state: dict, start: int, save: Callable[[], None], monitor) -> dict:
     """A stop request (preemption) reached every rank: keep what was trained (unless just saved), acknowledge it
     and return ``state``, without the export."""
