@@ -14,7 +14,7 @@ from belle.config import JobConfig
 from belle.rundir import read_summary, results, write_summary
 from launcher.backends import Outcome
 
-BACKENDS = {"spmd": "launcher.backends.spmd", "roles": "launcher.backends.ray_roles"}
+BACKENDS = {"spmd": "launcher.backends.spmd", "driver": "launcher.backends.pools"}
 """A recipe's KIND → the backend module whose ``run(job, run_dir) -> Outcome`` trains it on the connected Ray."""
 EXIT_PREEMPTED = 75
 """Exit code of a run that stopped on request (saved, resumable): the sbatch script requeues on it."""

@@ -4,9 +4,9 @@ through its face, so a new kind adds a recipe module and a RECIPES line and edit
 The face (every name in FACE, declared by every recipe module):
 
     KIND                          "spmd": one worker group, every rank runs ``train(job, run_dir)`` in an
-                                  initialised torch.distributed world (launcher.backends.spmd); "roles":
+                                  initialised torch.distributed world (launcher.backends.spmd); "driver":
                                   ``train(job, run_dir, roles)`` runs in the driver and calls role pools placed
-                                  on the cluster (launcher.backends.ray_roles)
+                                  on the cluster (launcher.backends.pools)
     FORMATS                       the data.format values it reads
     check(job, command_line, run_dir)   refusals before anything is planned or written: keys it never reads
                                   (``command_line``: the keys set on it); unless a dry run, what it reads beyond
@@ -22,7 +22,7 @@ The face (every name in FACE, declared by every recipe module):
     train                         the run itself (see KIND)
     SUMMARY                       summary.json key → the metrics.jsonl key whose last logged value it holds
 
-A "roles" recipe adds ``phase_timeout(job) -> (seconds, key)``: the bound on each call to its pools and the key
+A "driver" recipe adds ``phase_timeout(job) -> (seconds, key)``: the bound on each call to its pools and the key
 that sets it.
 """
 
@@ -36,8 +36,8 @@ RECIPES = {
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
 FACE = ("KIND", "FORMATS", "check", "data_facts", "plan", "prepare", "preview", "train", "SUMMARY")
 """The names every recipe module declares."""
-ROLES_FACE = ("phase_timeout",)
-"""The names a "roles" recipe declares besides."""
+DRIVER_FACE = ("phase_timeout",)
+"""The names a "driver" recipe declares besides."""
 
 
 def recipe(method: str) -> ModuleType:

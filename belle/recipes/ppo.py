@@ -37,7 +37,7 @@ from belle.rundir import CONTROLLER, write_atomic
 if TYPE_CHECKING:
     from belle.rlhf.calls import RoleCalls
 
-KIND = "roles"
+KIND = "driver"
 FORMATS = ("prompt",)
 SUMMARY = {"reward_mean": "reward_mean", "kl": "kl"}
 """summary.json key → the metrics.jsonl key whose last logged value it holds."""
@@ -58,7 +58,7 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
 
 
 def phase_timeout(job: JobConfig) -> tuple[float, str]:
-    """The bound on each call to the pools (a roles recipe's face), and the key that sets it."""
+    """The bound on each call to the pools (a driver recipe's face), and the key that sets it."""
     return ppo_settings(job).phase_timeout_s, "method.ppo.phase_timeout_s"
 
 

@@ -220,7 +220,7 @@ def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, 
     export = run_dir / "export"
     lora = plan["method"].endswith("+lora")
     assert (export / "adapter").is_dir() if lora else (export / "model.safetensors").is_file()
-    if plan["recipe"]["kind"] == "roles":  # PPO: where every role ran, and each step's reward and KL
+    if plan["recipe"]["kind"] == "driver":  # PPO: where every role ran, and each step's reward and KL
         placed = json.loads((run_dir / "placement.json").read_text())["roles"]
         assert {"actor", "critic"} <= set(placed) and all(len(ranks) == 2 for ranks in placed.values())
         assert all({"reward_mean", "kl", "policy_loss", "value_loss"} <= set(r) for r in metrics(run_dir))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from belle.config.method import DATA_FORMATS, METHODS
 from belle.data.facts import DataFacts
-from belle.recipes import FACE, RECIPES, ROLES_FACE, recipe
+from belle.recipes import DRIVER_FACE, FACE, RECIPES, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ("check", "data_facts", "plan", "prepare", "preview", "train")
@@ -18,14 +18,14 @@ def test_every_method_has_a_recipe_with_the_whole_face_of_a_kind_the_launcher_ru
     assert set(RECIPES) == set(METHODS)
     for method in METHODS:
         module = recipe(method)
-        face = FACE + (ROLES_FACE if module.KIND == "roles" else ())
+        face = FACE + (DRIVER_FACE if module.KIND == "driver" else ())
         missing = [name for name in face if not hasattr(module, name)]
         assert not missing, f"{module.__name__} lacks {missing} of the recipe face"
         assert module.KIND in BACKENDS, module.__name__
         assert DATA_FORMATS[method] in module.FORMATS, f"{module.__name__} does not read data.format of {method}"
         assert all(callable(getattr(module, name)) for name in FUNCTIONS), module.__name__
         assert isinstance(module.SUMMARY, dict) and module.SUMMARY, module.__name__
-    assert recipe("ppo").KIND == "roles" and recipe("sft").KIND == "spmd"
+    assert recipe("ppo").KIND == "driver" and recipe("sft").KIND == "spmd"
 
 
 def test_the_launcher_names_no_method():
