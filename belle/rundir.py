@@ -176,8 +176,9 @@ SUMMARY_FIELDS = ("status", "steps", "wall_time_s", "restarts", "note", "error")
 
 
 def results(summary: dict) -> str:
-    """A summary's results in words, e.g. ``final_loss 2.27, eval_loss 2.31``."""
-    return ", ".join(f"{key} {value}" for key, value in summary.items() if key not in SUMMARY_FIELDS)
+    """A summary's results in words, e.g. ``final_loss 2.27, eval_loss 2.31`` (those never logged left out)."""
+    return ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in summary.items() if key not in SUMMARY_FIELDS and value is not None)
 
 
 def size_mismatch(folder: Path, sizes: dict[str, int]) -> str | None:

@@ -104,8 +104,9 @@ def launch(job: JobConfig, run_dir: Path) -> dict:
     summary = summarise(job, run_dir, started, outcome)
     write_summary(run_dir, summary)
     plot = plot_loss(run_dir)
-    print(f"{summary['status']}: {summary['steps']} steps, {results(summary)}, "
-          f"{summary['wall_time_s']} s; run dir {run_dir}" + (f", loss curve {plot}" if plot else "")
+    told = ", ".join(part for part in (f"{summary['steps']} steps", results(summary), f"{summary['wall_time_s']} s")
+                     if part)
+    print(f"{summary['status']}: {told}; run dir {run_dir}" + (f", loss curve {plot}" if plot else "")
           + (f"; {summary['note']}" if summary["note"] else ""))
     if summary["status"] == "preempted":
         raise Preempted(f"the run stopped on request after saving step {summary['steps']}: run it again to resume")
