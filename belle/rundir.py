@@ -171,6 +171,16 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     write_atomic(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
 
 
+SUMMARY_FIELDS = ("status", "steps", "wall_time_s", "restarts", "note", "error")
+"""The keys of every summary.json; the others are the recipe's results, lifted from its metrics (its SUMMARY)."""
+
+
+def results(summary: dict) -> str:
+    """A summary's results in words, e.g. ``final_loss 2.27, eval_loss 2.31`` (those never logged left out)."""
+    return ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in summary.items() if key not in SUMMARY_FIELDS and value is not None)
+
+
 def size_mismatch(folder: Path, sizes: dict[str, int]) -> str | None:
     """Why the files of ``folder`` differ from ``sizes`` (relative name → bytes recorded when they were written):
     the first one missing or of another size; None when every one matches. Nothing is read but their sizes."""

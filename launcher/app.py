@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from belle import rundir
 from belle.config import JobConfig
 from belle.config._checks import require
+from belle.recipes import recipe
 from launcher.store import register
 from launcher.sweep import Point, no_points_message
 
@@ -57,8 +58,7 @@ def run(cfg: DictConfig) -> Path:
         from belle.model.architecture import check_model_path
 
         check_model_path(job.model)
-        if job.method.ppo is not None:
-            _check_ppo_models(job)
+    recipe(job.method.name).check(job, _command_line_keys(), directory)
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     from launcher.backends.ray_cluster import check_local_machine
 
@@ -78,10 +78,6 @@ def run(cfg: DictConfig) -> Path:
     plan = make_plan(job, facts, warnings)
     config = job_dict(job)
     check_run_dir(directory, config, {key: several for _, _, key, several in path_fields(job)})
-    if job.method.ppo is not None and job.launcher.launches:
-        from launcher.launch import check_roles_resume
-
-        check_roles_resume(job, directory)
     if job.cluster.kind == "slurm":
         from launcher.backends.slurm.jobs import check_run_dir_is_free
         from launcher.backends.slurm.sbatch import check_run_dir
@@ -100,21 +96,13 @@ def run(cfg: DictConfig) -> Path:
     return directory
 
 
-def _check_ppo_models(job: JobConfig) -> None:
-    """§5 items 13-14: every PPO role's model folder is there; one that starts from a reward model is a reward model
-    with the policy's vocabulary and tokenizer."""
-    from belle.config.ppo import missing_reward_model, present_roles, role_model_source, scores_from_reward_model
-    from belle.model.architecture import check_model_path, check_same_tokenizer
-    from belle.model.load import load_tokenizer
+def _command_line_keys() -> set[str]:
+    """The config keys set on this command line (``+``/``++``/``~`` stripped)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    require(missing_reward_model(job) is None, missing_reward_model(job))
-    for role in present_roles(job):
-        model, key = role_model_source(job, role)
-        scoring = scores_from_reward_model(job, role)
-        check_model_path(model, key, policy=job.model if scoring else None)
-        if scoring and model.path is not None:
-            policy_tokenizer = job.model.tokenizer_path or job.model.path or load_tokenizer(job.model).name_or_path
-            check_same_tokenizer(model.path, key, policy_tokenizer)
+    if not HydraConfig.initialized():
+        return set()
+    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
 
 
 def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
@@ -123,9 +111,7 @@ def _start(job: JobConfig, directory: Path, point: Point | None) -> None:
     from launcher.sweep import record_point
 
     if job.launcher.prepare:
-        from launcher.launch import prepare_data
-
-        prepare_data(job)
+        recipe(job.method.name).prepare(job, None)
     elif job.launcher.preview:
         from launcher.preview import preview
 

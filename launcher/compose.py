@@ -47,7 +47,7 @@ def to_job(cfg: DictConfig) -> JobConfig:
 
 def path_fields(node: object, prefix: str = "") -> Iterator[tuple[object, str, str, bool]]:
     """(section, field name, dotted key, whether a list) of every path field set in ``node`` (declared with
-    belle.config.paths.path_field), nested sections included (roles.<role>.model, method.ppo)."""
+    belle.config.paths.path_field), nested sections included (roles.<role>.model, a method's own block)."""
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         if PATH in f.metadata and value is not None:

@@ -1,28 +1,10 @@
 """What the plan needs to know about the data, read on the submitting machine before anything is launched."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from belle.config import JobConfig
-
-
-@dataclass(frozen=True)
-class DataFacts:
-    num_samples: int | None
-    """Records in the whole dataset (None: unknown here)."""
-    mean_tokens: float | None
-    """Average tokens per record after the template and truncation (None: unknown here)."""
-    source: str
-    """Where the numbers come from, for the plan."""
-    rows: int | None = None
-    """Training rows of the prepared cache (None: no cache yet, the plan estimates them)."""
-    samples_per_row: float | None = None
-    """Samples per training row in the prepared cache."""
-    tokens_per_row: float | None = None
-    """Real (not padding) tokens per training row in the prepared cache."""
-    dropped: int | None = None
-    """Samples (pairs) dropped for having no answer token left after truncation: all of them in the prepared cache,
-    else among the records checked (None: nothing read)."""
+from belle.data.facts import DataFacts, cached_facts
+from belle.recipes import recipe
 
 
 def weights_missing(job: JobConfig) -> str | None:
@@ -37,22 +19,10 @@ def weights_missing(job: JobConfig) -> str | None:
     return None
 
 
-def cached_facts(meta: dict, folder: Path) -> DataFacts:
-    """Exact numbers from a prepared cache's meta.json (a pair-format row is one pair of two sequences)."""
-    from belle.config.data import PAIR_FORMATS
-
-    stats, train = meta["stats"], meta["splits"]["train"]
-    rows = max(train["rows"], 1)
-    samples_per_row = 1.0 if meta["key"]["format"] in PAIR_FORMATS else train["samples"] / rows
-    return DataFacts(
-        stats["samples"], stats["tokens"] / stats["samples"], f"exact: prepared cache {folder.name}", train["rows"],
-        samples_per_row, train["tokens"] / rows, stats["dropped_no_trained_tokens"],
-    )
-
-
 def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
     """Read and check the first ``data.check_records`` records with the model's tokenizer and count the rest, or
-    take the exact numbers of the job's prepared data cache when there is one.
+    take the exact numbers of the job's prepared data cache when there is one; a recipe that reads its data itself
+    tells its own facts (its face's ``data_facts``).
 
     ``strict`` (a launch or a preview) turns a missing file or model folder into an error; a dry run notes it and
     plans from the config's numbers.
@@ -79,12 +49,9 @@ def inspect_data(job: JobConfig, strict: bool) -> tuple[DataFacts, list[str]]:
     if missing:
         return DataFacts(d.num_samples, d.mean_tokens, "config (no tokenizer here)"), warnings
     tokenizer = load_tokenizer(job.model)
-    if d.format == "prompt":  # PPO's controller reads every prompt itself: read and check them all here first
-        from belle.recipes.ppo import prompt_source
-
-        prompts = prompt_source(job, tokenizer)
-        mean = sum(len(p.ids) for p in prompts) / len(prompts)
-        return DataFacts(len(prompts), mean, f"exact: all {len(prompts)} prompts read"), warnings
+    own = recipe(job.method.name).data_facts(job, tokenizer)
+    if own is not None:
+        return own, warnings
     folder = cache_path(d, tokenizer)
     if is_complete(folder):  # every record was checked when it was prepared
         return cached_facts(read_meta(folder), folder), warnings

@@ -27,6 +27,7 @@ FLOORS = {
     "belle/checkpoint.py": 1,
     "belle/stop.py":       1,
     "belle/heartbeat.py":  1,
+    "belle/plan.py":       1,  # the shape of a recipe's part of the plan
     "belle/monitor/":      1,  # metrics, W&B, progress, the loss plot
     "belle/data/":         2,  # records → rows
     "belle/score/":        2,  # decoded responses → scores (the rule scorers)

@@ -96,15 +96,15 @@ def build_pairs(
 def builder(data_format: str):
     """The in-memory builder of data.format, called as (spec, tokenizer, max_length, limit=…): build_sft_samples
     (sft), build_pretrain_blocks (pretrain) or build_pairs (preference, dpo). PPO's prompts (data.format=prompt)
-    train no tokens of their own: belle.recipes.ppo.prompt_source reads them."""
+    train no tokens of their own: belle.data.prompts reads them."""
     if data_format in PAIR_FORMATS:
         return lambda spec, tokenizer, max_length, limit=None: build_pairs(
             spec, tokenizer, max_length, data_format, limit
         )
     builders = {"sft": build_sft_samples, "pretrain": build_pretrain_blocks}
     if data_format not in builders:
-        raise ValueError(f"data.format={data_format} has no training samples to build: PPO's prompts are read by "
-                         "belle.recipes.ppo.prompt_source")
+        raise ValueError(f"data.format={data_format} has no training samples to build: prompts are read by "
+                         "belle.data.prompts.read_prompts")
     return builders[data_format]
 
 

@@ -1,7 +1,7 @@
 """Bytes a model's activations, logits and KV cache take for a number of tokens, from architecture numbers alone.
 
-The accounting of launcher.estimate (memory-efficient attention: no s x s scores kept; LLaMA-style blocks), shared
-with PPO's placement (belle.rlhf.planner). Good to ~10-20%.
+Memory-efficient attention (no s x s scores kept), LLaMA-style blocks: the accounting the training estimate
+(belle.strategy.estimate) and PPO's placement (belle.rlhf.planner) share. Good to ~10-20%.
 """
 
 from belle.config import ModelConfig

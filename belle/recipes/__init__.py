@@ -1,12 +1,29 @@
-"""One recipe per training method, each read top to bottom, looked up by ``method.name``.
+"""One recipe per job kind, each read top to bottom, looked up by ``method.name``; the launcher reaches a recipe only
+through its face, so a new kind adds a recipe module and a RECIPES line and edits no launcher file.
 
-A recipe module declares how it runs and what it adds to the plan:
+The face (every name in FACE, declared by every recipe module):
 
-    KIND                    "spmd": one worker group, every rank runs ``train(job, run_dir)`` in an initialised
-                            torch.distributed world (sft, pretrain, rm, dpo; launcher.backends.spmd);
-                            "roles": ``train(job, run_dir, roles)`` runs in the driver and calls role pools placed
-                            on the cluster (ppo; launcher.backends.ray_roles)
-    plan(job) -> dict       its own lines in plan.json (under "recipe")
+    KIND                          "spmd": one worker group, every rank runs ``train(job, run_dir)`` in an
+                                  initialised torch.distributed world (launcher.backends.spmd); "driver":
+                                  ``train(job, run_dir, roles)`` runs in the driver and calls role pools placed
+                                  on the cluster (launcher.backends.pools)
+    FORMATS                       the data.format values it reads
+    check(job, command_line, run_dir)   refusals before anything is planned or written: keys it never reads
+                                  (``command_line``: the keys set on it); unless a dry run, what it reads beyond
+                                  model.path and data.path; for a launch, whether run_dir's checkpoint resumes
+    data_facts(job, tokenizer)    what the plan knows of its data (belle.data.facts.DataFacts), or None: the
+                                  launcher's shared reader tells (the prepared cache, or the first records)
+    plan(job, facts, warnings)    its part of the plan (belle.plan.RecipePlan): plan.json sections, steps, console
+                                  lines printed as given; ``warnings`` takes the plan's notes
+    prepare(job, run_dir)         before any worker starts, once, on the launching machine (run_dir None:
+                                  launcher.prepare, nothing runs after it)
+    preview(job, tokenizer)       the first launcher.preview samples as the model sees them, their reference
+                                  answers (or None) and what the preview shows (None: trained tokens marked)
+    train                         the run itself (see KIND)
+    SUMMARY                       summary.json key → the metrics.jsonl key whose last logged value it holds
+
+A "driver" recipe adds ``phase_timeout(job) -> (seconds, key)``: the bound on each call to its pools and the key
+that sets it.
 """
 
 from importlib import import_module
@@ -17,6 +34,10 @@ RECIPES = {
     "ppo": "belle.recipes.ppo",
 }
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
+FACE = ("KIND", "FORMATS", "check", "data_facts", "plan", "prepare", "preview", "train", "SUMMARY")
+"""The names every recipe module declares."""
+DRIVER_FACE = ("phase_timeout",)
+"""The names a "driver" recipe declares besides."""
 
 
 def recipe(method: str) -> ModuleType:

@@ -1,10 +1,10 @@
 """DPO on preference pairs with DeepSpeed, run in every worker.
 
 Setup (seed, tokenizer, pairs memory-mapped from the prepared data cache and sharded by rank, policy model,
-DeepSpeed engine, resume, the reference) → loop (a micro-batch holds its pairs' chosen then rejected sequences: one
+DeepSpeed engine, resume, the reference) → loss (a micro-batch holds its pairs' chosen then rejected sequences: one
 forward, one ZeRO-3 gather; a sequence's log-prob is the sum over its answer tokens; DPO or IPO loss against the
-reference's log-probs; implicit rewards, margin and accuracy, the same on the held-out pairs; checkpoints; a stop
-request saves and leaves) → save (the exported policy, as SFT exports).
+reference's log-probs; implicit rewards, margin and accuracy, the same on the held-out pairs) → the shared loop
+(belle.recipes.common: checkpoints; a stop request saves and leaves) → save (the exported policy, as SFT exports).
 
 The reference (method.dpo.reference): ``adapters_off`` is the policy itself with its LoRA adapters switched off;
 ``precomputed`` is one pass of the initial policy over every pair before step 1 (the policy starts equal to the
@@ -13,45 +13,48 @@ reference), its log-probs kept on every rank and in every checkpoint.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from belle import rundir, stop
+from belle import rundir
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.pairs import pair_rows
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX, pad_id
-from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.rlhf.pair_losses import dpo_loss, sequence_log_probs
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
-from belle.train.state import resume, saver
+from belle.train.plan import trainer_plan
+from belle.train.state import resume
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("dpo",)
 REFERENCE_FILE = "reference-log-probs.pt"
 """In a checkpoint folder under precomputed: the reference's (chosen, rejected) log-probs of every pair, per split."""
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "margin", "accuracy")
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json."""
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan; plan.json "recipe" says what it trains."""
     dpo = job.method.dpo
-    return {
+    return trainer_plan(job, facts, warnings, {
         "name": "dpo", "kind": KIND,
         "trains": f"the policy on (chosen, rejected) answers, {dpo.loss} loss, beta {dpo.beta:g}, reference "
                   f"{job.method.dpo_reference}",
         "rows": f"one pair per row: prompt cut to its last {dpo.max_prompt_length} tokens, answers to "
                 f"data.max_length={job.data.max_length}, chosen and rejected in one micro-batch",
         "reference": job.method.dpo_reference,
-    }
+    })
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:
@@ -59,7 +62,6 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     latest checkpoint when there is one; as belle.recipes.sft.train otherwise. Returns the final step, loss and eval
     loss (the same on every rank)."""
     import torch
-    import torch.distributed as dist
 
     rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
@@ -114,55 +116,24 @@ def train(job: JobConfig, run_dir: Path) -> dict:
                start * strategy.micro_batch * accumulation),
         strategy.micro_batch,
     )
-    monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
-    heartbeat = Heartbeat(run_dir, rank, start)
-    save = saver(engine, run_dir, state, job, rank,
-                        extra=_keeper(table, rank))
 
-    # loop: the loss is the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks
-    # and the window is that mean)
-    for step in range(start + 1, total_steps + 1):
-        step_start, lr = time.time(), engine.get_lr()[0]
-        window = [next(micro_batches) for _ in range(accumulation)]
-        counts = torch.tensor([
-            sum(len(pair.chosen) + len(pair.rejected) for micro in window for pair in micro),
-            stop.requested(run_dir),
-        ], dtype=torch.float64, device=engine.device)
-        dist.all_reduce(counts)
-        tokens, stopping = counts.tolist()
-        if stopping:
-            return common.leave(job, run_dir, state, start, save, monitor)
-        totals = torch.zeros(len(METRICS) + 1, dtype=torch.float64, device=engine.device)
-        for micro in window:
-            loss, chosen, rejected = losses(micro, "train")
-            engine.backward(loss.mean())
-            engine.step()
-            totals += _totals(loss.detach(), chosen, rejected)
-        dist.all_reduce(totals)
-        metrics = _metrics(totals)
-        state["step"], state["loss"] = step, metrics["loss"]
-        common.check_finite(state["loss"], step)
-        record = {}
-        if common.due(job.monitor.log_every, step, total_steps):
-            grad_norm = engine.get_global_grad_norm()
-            record = {"step": step, **metrics, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm)}
-            if monitor:
-                record |= monitor.meter.measure(tokens, strategy.global_batch, time.time() - step_start)
-        if splits["eval"] and common.due(job.train.eval_every, step, total_steps):
-            held_out = _evaluate(losses, splits["eval"], rank, world, strategy.micro_batch, engine)
-            state["eval_loss"] = held_out["loss"]
-            record |= {"step": step} | {f"eval_{key}": value for key, value in held_out.items()}
-        if record and monitor:
-            monitor.log(record)
-        if common.due(job.train.save_every, step, total_steps):
-            save()
-        heartbeat(step)
+    # loss: the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks and the window is
+    # that mean)
+    def micro_loss(pairs, summed: dict) -> tuple:
+        loss, chosen, rejected = losses(pairs, "train")
+        return loss.mean(), _totals(loss.detach(), chosen, rejected)
 
-    # save: the policy in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
-    export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT)
-    if monitor:
-        monitor.finish()
-    return state
+    def held_out() -> dict:
+        return _evaluate(losses, splits["eval"], rank, world, strategy.micro_batch, engine)
+
+    # loop, then save: the policy in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
+    return common.spmd_loop(
+        job, run_dir, engine, state, micro_batches, rank=rank, world=world, accumulation=accumulation,
+        total_steps=total_steps, counts=common.pair_counts, micro_loss=micro_loss, metrics=_metrics,
+        evaluate=held_out if splits["eval"] else None,
+        export=lambda: export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT),
+        extra=_keeper(table, rank),
+    )
 
 
 def pair_log_probs(model, pairs, pad_token_id: int, max_length: int, max_prompt_length: int, varlen: bool = False):

@@ -10,11 +10,9 @@ stop request saves and leaves; stop_kl stops cleanly) → export (the actor, as 
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,37 +25,105 @@ from belle.config.ppo import (
     roles_settings,
     zero_stage,
 )
-from belle.data.conversation import record_kind, to_turns, validate_text
-from belle.data.records import DataError, iter_records
-from belle.data.template import ASSISTANT_PREFIX, eos_token_id, segments, tokenize_batch
+from belle.data.facts import DataFacts
+from belle.data.prompts import Prompt, PromptStream
+from belle.data.template import eos_token_id
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.rlhf.inputs import check_role_models, check_roles_resume, prompt_source, refuse_unread
 from belle.rlhf.state import check_resume, frozen_fingerprints, ppo_steps, read_controller
 from belle.rundir import CONTROLLER, write_atomic
 
 if TYPE_CHECKING:
     from belle.rlhf.calls import RoleCalls
 
-KIND = "roles"
+KIND = "driver"
+FORMATS = ("prompt",)
+SUMMARY = {"reward_mean": "reward_mean", "kl": "kl"}
+"""summary.json key → the metrics.jsonl key whose last logged value it holds."""
 SAMPLES = "samples.jsonl"
 """In the run dir: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 ACTOR_KEYS = ("input_ids", "attention_mask", "response_mask", "old_log_probs", "advantages")
 CRITIC_KEYS = ("input_ids", "attention_mask", "response_mask", "old_values", "returns")
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json."""
+def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
+    """Keys PPO never reads are refused; unless a dry run, every role's model folder is checked; for a launch, the
+    run's latest checkpoint must resume on the placement."""
+    refuse_unread(job, command_line)
+    if not job.launcher.dry_run:
+        check_role_models(job)
+    if job.launcher.launches:
+        check_roles_resume(job, run_dir)
+
+
+def phase_timeout(job: JobConfig) -> tuple[float, str]:
+    """The bound on each call to the pools (a driver recipe's face), and the key that sets it."""
+    return ppo_settings(job).phase_timeout_s, "method.ppo.phase_timeout_s"
+
+
+def data_facts(job: JobConfig, tokenizer) -> DataFacts:
+    """Every prompt is read and checked here (the controller reads them all again when it starts)."""
+    prompts = prompt_source(job, tokenizer)
+    mean = sum(len(p.ids) for p in prompts) / len(prompts)
+    return DataFacts(len(prompts), mean, f"exact: all {len(prompts)} prompts read")
+
+
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One step per rollout batch of prompts; each role's batch, memory and DeepSpeed config are its pool's in the
+    placement (belle.rlhf.placement), which is refused in one line when it does not fit unless
+    roles.check_memory=false."""
+    from belle.config.ppo import missing_reward_model
+    from belle.rlhf.placement import placement_lines
+    from belle.rlhf.planner import placement_of
+
     ppo = ppo_settings(job)
     reward = f"rule {ppo.reward.rule}" if ppo.reward.source == "rule" else "the reward model"
     kl = f"KL {ppo.kl.estimator} x {ppo.kl.coef:g}" + (f", adaptive to {ppo.kl.target:g}" if ppo.kl.target else "")
     updates = ppo.epochs * ppo.sequences // ppo.mini_batch
-    return {
+    step = (f"{ppo.rollout_batch} prompts x {ppo.samples_per_prompt}, <= {ppo.max_prompt_length}+"
+            f"{ppo.max_new_tokens} tokens; mini-batch {ppo.mini_batch} x {ppo.epochs} epochs = {updates} actor + "
+            f"{updates} critic optimizer steps")
+    recipe = {
         "name": "ppo", "kind": KIND, "roles": list(present_roles(job)),
         "trains": f"the actor on the clipped policy loss (clip {ppo.clip:g}) and the critic on the clipped value loss; "
                   f"scores from {reward}, {kl}",
-        "step": f"{ppo.rollout_batch} prompts x {ppo.samples_per_prompt}, <= {ppo.max_prompt_length}+"
-                f"{ppo.max_new_tokens} tokens; mini-batch {ppo.mini_batch} x {ppo.epochs} epochs = {updates} actor + "
-                f"{updates} critic optimizer steps",
+        "step": step,
     }
+    missing = missing_reward_model(job)
+    if missing:
+        warnings.append(f"a launch would be refused: {missing}")
+    placement = placement_of(job)
+    for role in TRAINED_ROLES:  # every rank of a trained role runs as many micro-batches per mini-batch
+        ppo.check_batches(placement.pool_of(role).workers, roles_settings(job).block(role).micro_batch,
+                          f"roles.{role}")
+    steps_per_epoch = facts.num_samples and facts.num_samples // ppo.rollout_batch
+    total_steps = ppo_steps(job, facts.num_samples) if facts.num_samples or job.train.max_steps else None
+    lines = placement_lines(placement)
+    return RecipePlan(recipe, steps_per_epoch, total_steps, {"placement": placement.to_json() | {"lines": lines}}, [
+        f"  step       {step}", *lines,
+        f"  schedule   {total_steps or '?'} PPO steps, lr {job.optim.lr:g} {job.optim.schedule}",
+    ])
+
+
+def prepare(job: JobConfig, run_dir: Path | None) -> None:
+    """Where a run starts (under Slurm, inside its job): a checkpoint the placement cannot resume is refused before
+    any pool starts (the controller reads its prompts itself)."""
+    if run_dir is not None:
+        check_roles_resume(job, run_dir)
+
+
+def preview(job: JobConfig, tokenizer) -> tuple[list, list | None, str]:
+    """The first launcher.preview prompts as untrained samples (prompt tokens only, cut as PPO cuts them), their
+    reference answers when a rule reward reads them, and what the preview shows."""
+    from belle.data.template import IGNORE_INDEX, Sample
+    from belle.score.rules import REFERENCE_NEEDS
+
+    prompts = prompt_source(job, tokenizer)[: job.launcher.preview]
+    samples = [Sample(p.ids, [IGNORE_INDEX] * len(p.ids)) for p in prompts]
+    compared = ppo_settings(job).reward.rule in REFERENCE_NEEDS
+    return (samples, [p.reference for p in prompts] if compared else None,
+            "PPO prompts: none of their tokens is trained, only the responses generated after them")
 
 
 def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
@@ -216,88 +282,6 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     roles.call("actor", "export", folder=str(run_dir / rundir.EXPORT), phase="export")
     monitor.finish()
     return state
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt: its token ids (cut from the left to max_prompt_length), its text, the record's own answer
-    (instruction and conversation records; None for {"text"} prompts), which rule rewards may compare with, and the
-    record's file:line."""
-
-    ids: list[int]
-    text: str
-    reference: str | None
-    where: str
-
-
-def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
-    """The prompts of data.path: {"text"} records ending with the assistant prefix, or instruction/conversation
-    records (every turn but the last answer, in BELLE's template; that answer becomes the reference)."""
-    ppo, eos = ppo_settings(job), eos_token_id(tokenizer)
-    parsed = []  # (segments: (text, is_answer), reference)
-    for record, where in iter_records(job.data.path):
-        kind = record_kind(record, where)
-        if kind == "text":
-            text = validate_text(record, where)
-            if not text.endswith(ASSISTANT_PREFIX):
-                raise DataError(f"{where}: a PPO prompt must end with {ASSISTANT_PREFIX!r}, where the answer starts: "
-                                "fix the record (or give instruction records)")
-            parsed.append(([(text, False)], None, where))
-        elif kind in ("instruction", "conversations"):
-            turns = to_turns(record, where)
-            parsed.append((segments(turns[:-1]), turns[-1][1], where))
-        else:
-            raise DataError(f"{where}: a {kind} record, not a prompt: PPO reads {{\"text\"}} prompts or instruction/"
-                            "conversation records: point data.path at prompts (e.g. belle/data/samples/prompts.jsonl)")
-    if not parsed:
-        raise DataError(f"data.path={job.data.path} holds no prompt: point it at prompt records")
-    if ppo.reward.source == "rule":
-        check_rule_inputs(ppo.reward.rule, [(reference, where) for _, reference, where in parsed])
-    ids = iter(tokenize_batch(tokenizer, [text for parts, _, _ in parsed for text, _ in parts]))
-    prompts = []
-    for parts, reference, where in parsed:
-        tokens = [t for _, answer in parts for t in next(ids) + ([eos] if answer else [])]
-        prompts.append(Prompt(tokens[-ppo.max_prompt_length:], "".join(text for text, _ in parts), reference, where))
-    return prompts
-
-
-def check_rule_inputs(name: str, references: list[tuple[str | None, str]]) -> None:
-    """Refuse prompts that rule ``name`` cannot score (``references``: each prompt's reference answer and
-    file:line), naming the first, their count and the fix."""
-    from belle.score import rules as rewards
-
-    problems = [(where, problem) for reference, where in references
-                if (problem := rewards.unscorable(name, reference))]
-    if problems:
-        where, problem = problems[0]
-        raise DataError(
-            f"{where}: method.ppo.reward.rule={name} cannot score this prompt: {problem} ({len(problems)} of "
-            f"{len(references)} prompts are like it): point data.path at {rewards.REFERENCE_NEEDS[name]}, or set "
-            f"method.ppo.reward.rule=<one of {', '.join(r for r in rewards.RULES if r not in rewards.REFERENCE_NEEDS)}>"
-        )
-
-
-class PromptStream:
-    """Prompt indices in a global order reshuffled every epoch (keyed by seed and epoch); ``cursor`` counts the
-    prompts taken since the start, so a resumed run continues at the same prompt."""
-
-    def __init__(self, count: int, seed: int, cursor: int = 0):
-        self.count, self.seed, self.cursor = count, seed, cursor
-
-    @property
-    def epoch(self) -> int:
-        return self.cursor // self.count
-
-    def take(self, n: int) -> list[int]:
-        taken = []
-        while len(taken) < n:
-            epoch, offset = divmod(self.cursor, self.count)
-            order = list(range(self.count))
-            random.Random(f"prompts:{self.seed}:{epoch}").shuffle(order)
-            part = order[offset:offset + n - len(taken)]
-            taken += part
-            self.cursor += len(part)
-        return taken
 
 
 def _rank_rows(n: int, world: int) -> list[list[int]]:

@@ -1,51 +1,55 @@
 """Reward model on preference pairs with DeepSpeed, run in every worker.
 
 Setup (seed, tokenizer, pairs memory-mapped from the prepared data cache and sharded by rank, the job's model with a
-one-output score head, DeepSpeed engine, resume) → loop (a micro-batch holds its pairs' chosen then rejected
+one-output score head, DeepSpeed engine, resume) → loss (a micro-batch holds its pairs' chosen then rejected
 sequences: one forward, one ZeRO-3 gather; the score is read at each answer's EOS; loss -logsigmoid(r_c - r_r -
-margin) [+ center_coef (r_c + r_r)^2]; accuracy, margin, reward mean and std, the same on the held-out pairs;
-checkpoints; a stop request saves and leaves) → save (a ``…ForSequenceClassification`` folder, LoRA merged, with
-reward_stats.json: the mean and std of the scores PPO normalises with).
+margin) [+ center_coef (r_c + r_r)^2]; accuracy, margin, reward mean and std, the same on the held-out pairs) → the
+shared loop (belle.recipes.common: checkpoints; a stop request saves and leaves) → save (a
+``…ForSequenceClassification`` folder, LoRA merged, with reward_stats.json: the mean and std of the scores PPO
+normalises with).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from belle import rundir, stop
+from belle import rundir
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.pairs import pair_rows
 from belle.data.records import batched
 from belle.data.template import pad_id
-from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.heads import SCORE
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.rlhf.pair_losses import pairwise_loss
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs
-from belle.train.state import resume, saver
+from belle.train.plan import trainer_plan
+from belle.train.state import resume
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("preference",)
 REWARD_STATS = "reward_stats.json"
 """Beside the exported model: mean and std of its scores on the held-out pairs (else the training pairs)."""
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json."""
-    return {
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan, its head's one output per token counted; plan.json "recipe" says what it trains."""
+    return trainer_plan(job, facts, warnings, {
         "name": "rm", "kind": KIND,
         "trains": "a score head on the model: -logsigmoid(r_chosen - r_rejected - margin), read at the answer's EOS",
         "rows": "one pair per row: its chosen and rejected sequences, padded to the micro-batch's longest",
-    }
+    }, outputs=1)
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:
@@ -53,7 +57,6 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     run's latest checkpoint when there is one; as belle.recipes.sft.train otherwise. Returns the final step, loss
     and eval loss (the same on every rank)."""
     import torch
-    import torch.distributed as dist
 
     rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
@@ -88,59 +91,31 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         epochs(train_pairs, pairs_per_rank, rank, world, job.train.seed, start * strategy.micro_batch * accumulation),
         strategy.micro_batch,
     )
-    monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
-    heartbeat = Heartbeat(run_dir, rank, start)
-    save = saver(engine, run_dir, state, job, rank)
 
-    # loop: the loss is the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks
-    # and the window is that mean)
-    for step in range(start + 1, total_steps + 1):
-        step_start, lr = time.time(), engine.get_lr()[0]
-        window = [next(micro_batches) for _ in range(accumulation)]
-        counts = torch.tensor([
-            sum(len(pair.chosen) + len(pair.rejected) for micro in window for pair in micro),
-            stop.requested(run_dir),
-        ], dtype=torch.float64, device=engine.device)
-        dist.all_reduce(counts)
-        tokens, stopping = counts.tolist()
-        if stopping:
-            return common.leave(job, run_dir, state, start, save, monitor)
-        totals = torch.zeros(6, dtype=torch.float64, device=engine.device)
-        for micro in window:
-            chosen, rejected = rewards(micro)
-            losses = pairwise_loss(chosen, rejected, rm.margin, rm.center_coef)
-            engine.backward(losses.mean())
-            engine.step()
-            totals += _totals(losses.detach(), chosen.detach(), rejected.detach())
-        dist.all_reduce(totals)
-        metrics = _metrics(totals)
-        state["step"], state["loss"] = step, metrics["loss"]
-        common.check_finite(state["loss"], step)
-        record = {}
-        if common.due(job.monitor.log_every, step, total_steps):
-            grad_norm = engine.get_global_grad_norm()
-            record = {"step": step, **metrics, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm)}
-            if monitor:
-                record |= monitor.meter.measure(tokens, strategy.global_batch, time.time() - step_start)
-        if eval_pairs and common.due(job.train.eval_every, step, total_steps):
-            held_out = _evaluate(rewards, eval_pairs, rank, world, strategy.micro_batch, engine, rm)
-            state["eval_loss"] = held_out["loss"]
-            record |= {"step": step} | {f"eval_{key}": value for key, value in held_out.items()}
-        if record and monitor:
-            monitor.log(record)
-        if common.due(job.train.save_every, step, total_steps):
-            save()
-        heartbeat(step)
+    # loss: the mean over the global batch's pairs (equal micro-batches: DeepSpeed's mean over ranks and the window is
+    # that mean)
+    def micro_loss(pairs, summed: dict) -> tuple:
+        chosen, rejected = rewards(pairs)
+        losses = pairwise_loss(chosen, rejected, rm.margin, rm.center_coef)
+        return losses.mean(), _totals(losses.detach(), chosen.detach(), rejected.detach())
 
-    # save: the score model with its adapters merged, and the score statistics PPO normalises with
-    measured = _evaluate(rewards, eval_pairs or train_pairs, rank, world, strategy.micro_batch, engine, rm)
-    stats = {"mean": measured["reward_mean"], "std": measured["reward_std"], "pairs": len(eval_pairs or train_pairs),
-             "data": "eval" if eval_pairs else "train"}
-    export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT, merge=True,
-           files={REWARD_STATS: json.dumps(stats, indent=2) + "\n"})
-    if monitor:
-        monitor.finish()
-    return state
+    def held_out() -> dict:
+        return _evaluate(rewards, eval_pairs, rank, world, strategy.micro_batch, engine, rm)
+
+    def export_scorer() -> None:
+        """The score model with its adapters merged, and the score statistics PPO normalises with."""
+        measured = _evaluate(rewards, eval_pairs or train_pairs, rank, world, strategy.micro_batch, engine, rm)
+        stats = {"mean": measured["reward_mean"], "std": measured["reward_std"],
+                 "pairs": len(eval_pairs or train_pairs), "data": "eval" if eval_pairs else "train"}
+        export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT, merge=True,
+               files={REWARD_STATS: json.dumps(stats, indent=2) + "\n"})
+
+    # loop, then save
+    return common.spmd_loop(
+        job, run_dir, engine, state, micro_batches, rank=rank, world=world, accumulation=accumulation,
+        total_steps=total_steps, counts=common.pair_counts, micro_loss=micro_loss, metrics=_metrics,
+        evaluate=held_out if eval_pairs else None, export=export_scorer,
+    )
 
 
 def scores(model, rows, varlen: bool = False):

@@ -1,42 +1,45 @@
 """Supervised fine-tuning (full or LoRA) and continued pretraining with DeepSpeed, run in every worker.
 
 Setup (seed, tokenizer, packed rows memory-mapped from the prepared data cache and sharded by rank, model, DeepSpeed
-engine, resume) → loop (micro-batches, one optimizer step per accumulation window, metrics, eval loss, checkpoints;
-a stop request saves and leaves) → save (the exported model).
+engine, resume) → loss (the mean over the global batch's trained tokens) → the shared loop (belle.recipes.common:
+accumulation windows, metrics, eval loss, checkpoints; a stop request saves and leaves) → save (the exported model).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from belle import rundir, stop
+from belle import rundir
 from belle.config import JobConfig
 from belle.data.cache import open_cache
+from belle.data.facts import DataFacts
 from belle.data.packing import collate, to_device
 from belle.data.records import batched
 from belle.data.template import IGNORE_INDEX
-from belle.heartbeat import Heartbeat
 from belle.model.attention import FLASH_PATHS
 from belle.model.export import export
 from belle.model.load import load_tokenizer
+from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine
 from belle.train.loop import epochs, evaluate
-from belle.train.state import resume, saver
+from belle.train.plan import trainer_plan
+from belle.train.state import resume
 from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
+FORMATS = ("sft", "pretrain")
 
 
-def plan(job: JobConfig) -> dict:
-    """The recipe's lines in plan.json: what it trains on and which tokens carry the loss."""
-    return {
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """One worker group's plan; plan.json "recipe" says what it trains on and which tokens carry the loss."""
+    return trainer_plan(job, facts, warnings, {
         "name": "sft", "kind": KIND,
         "trains": "every token of raw-text blocks" if job.data.format == "pretrain" else "the answers (prompts masked)",
         "rows": "packed" if job.data.packed else "one sample per row, padded",
-    }
+    })
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:
@@ -45,7 +48,6 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     takes part in checkpoints and the export. A stop request (belle.stop) saves the last step and returns early.
     Returns the final step, loss and eval loss (the same on every rank)."""
     import torch
-    import torch.distributed as dist
 
     rank, world, _ = start_worker(job)
     run_dir = Path(run_dir)
@@ -75,57 +77,29 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     micro_batches = batched(
         epochs(train_rows, rows_per_rank, rank, world, job.train.seed, start * rows_per_step), strategy.micro_batch
     )
-    monitor = common.Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
-    heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
-    save = saver(engine, run_dir, state, job, rank)
 
-    # loop: one optimizer step per accumulation window; the loss is the mean over every trained token of the
-    # global batch (each micro-batch's token sum over the global count), whatever their split into micro-batches
-    for step in range(start + 1, total_steps + 1):
-        step_start, lr = time.time(), engine.get_lr()[0]
-        window = [next(micro_batches) for _ in range(accumulation)]
-        rows = [row for micro in window for row in micro]
-        counts = torch.tensor([
-            sum(len(row.labels) - 1 - row.labels[1:].count(IGNORE_INDEX) for row in rows),  # after the LM shift
-            sum(len(row.input_ids) - row.n_pad for row in rows),
-            sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows),
-            stop.requested(run_dir),  # one rank seeing the request is enough: all stop at this same step
-        ], dtype=torch.float64, device=engine.device)  # on the device: NCCL groups have no CPU backend
-        dist.all_reduce(counts)
-        trained, tokens, samples, stopping = counts.tolist()
-        if stopping:  # preemption: keep what was trained, then leave without the export
-            return common.leave(job, run_dir, state, start, save, monitor)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)  # one host sync per step, below
-        for micro in window:
-            batch = to_device(collate(micro, varlen), engine.device)
-            # sum over this micro-batch's tokens / global count; DeepSpeed then averages over ranks and the window
-            loss = engine(**batch, attention_mask=None, use_cache=False, num_items_in_batch=int(trained)).loss
-            engine.backward(loss * world * accumulation)
-            engine.step()
-            loss_sum += loss.detach()
-        dist.all_reduce(loss_sum)
-        state["step"], state["loss"] = step, loss_sum.item()
-        common.check_finite(state["loss"], step)
-        record = {}
-        if common.due(job.monitor.log_every, step, total_steps):
-            grad_norm = engine.get_global_grad_norm()
-            record = {
-                "step": step, "loss": state["loss"], "lr": lr,
-                "grad_norm": None if grad_norm is None else float(grad_norm),
-            }
-            if monitor:
-                record |= monitor.meter.measure(tokens, int(samples), time.time() - step_start)
-        if eval_rows and common.due(job.train.eval_every, step, total_steps):
-            state["eval_loss"] = evaluate(engine, eval_rows, rank, world, strategy.micro_batch, varlen)
-            record |= {"step": step, "eval_loss": state["eval_loss"]}
-        if record and monitor:
-            monitor.log(record)
-        if common.due(job.train.save_every, step, total_steps):
-            save()
-        heartbeat(step)
+    # loss: the mean over every trained token of the global batch (each micro-batch's token sum over the global
+    # count), whatever their split into micro-batches
+    def counts(rows) -> dict:
+        return {
+            "trained": sum(len(row.labels) - 1 - row.labels[1:].count(IGNORE_INDEX) for row in rows),  # after the shift
+            "tokens": sum(len(row.input_ids) - row.n_pad for row in rows),
+            "samples": sum(row.position_ids.count(0) - (row.n_pad > 0) for row in rows),
+        }
 
-    # save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
-    export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT)
-    if monitor:
-        monitor.finish()
-    return state
+    def micro_loss(micro, summed: dict) -> tuple:
+        batch = to_device(collate(micro, varlen), engine.device)
+        # sum over this micro-batch's tokens / global count; DeepSpeed then averages over ranks and the window
+        loss = engine(**batch, attention_mask=None, use_cache=False, num_items_in_batch=int(summed["trained"])).loss
+        return loss * world * accumulation, loss.detach()
+
+    def held_out() -> dict:
+        return {"loss": evaluate(engine, eval_rows, rank, world, strategy.micro_batch, varlen)}
+
+    # loop, then save: the model in Hugging Face format (LoRA: the adapter, and the base/merged model where asked)
+    return common.spmd_loop(
+        job, run_dir, engine, state, micro_batches, rank=rank, world=world, accumulation=accumulation,
+        total_steps=total_steps, counts=counts, micro_loss=micro_loss, metrics=lambda totals: {"loss": totals.item()},
+        evaluate=held_out if eval_rows else None,
+        export=lambda: export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT),
+    )

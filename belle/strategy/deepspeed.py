@@ -31,7 +31,7 @@ STAGE3 = {
 
 COMM_BUCKET = 200_000_000
 """Elements per ZeRO reduce / all-gather bucket (DeepSpeed's default 5e8 keeps 2 x 1 GB bf16 reduce buffers alive
-under ZeRO-2 with overlap_comm); ``launcher.estimate`` counts them."""
+under ZeRO-2 with overlap_comm); ``belle.strategy.estimate`` counts them."""
 
 STEPS_PER_PRINT = 1_000_000_000
 """DeepSpeed's own progress lines are off: belle.monitor logs metrics."""

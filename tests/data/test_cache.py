@@ -225,7 +225,7 @@ def test_a_relative_cache_dir_is_refused(tokenizer, sft_spec):
 
 
 def test_each_split_has_the_digest_of_its_rows(tmp_path, tokenizer, sft_spec):
-    """A resume compares these (launcher.launch.check_same_data): equal for the same rows however prepared, unequal
+    """A resume compares these (belle.train.prepare.check_same_data): equal for the same rows however prepared, unequal
     for other rows."""
     one = data_config(tmp_path / "one", sft_spec, max_length=192, eval_samples=5)
     digests = [{split: counts["sha256"] for split, counts in prepare(data, tokenizer, processes=n).meta["splits"]

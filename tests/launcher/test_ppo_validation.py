@@ -149,7 +149,7 @@ def test_the_launcher_refuses_a_resume_before_anything_starts(cfg, job, tmp_path
 
 def test_a_kl_stop_is_the_summarys_note(job, tmp_path, monkeypatch, capsys):
     """The backend's outcome (restarts, why the recipe stopped early) reaches summary.json and the last line."""
-    from launcher.backends import Outcome, ray_roles
+    from launcher.backends import Outcome, pools
     from launcher.launch import launch
 
     note = "KL 12.3 > method.ppo.stop_kl=10 at step 3"
@@ -159,7 +159,7 @@ def test_a_kl_stop_is_the_summarys_note(job, tmp_path, monkeypatch, capsys):
         return Outcome(restarts=0, note=note)
 
     monkeypatch.setattr("launcher.backends.ray_cluster.ray_for", lambda job: contextlib.nullcontext())
-    monkeypatch.setattr(ray_roles, "run", run)
+    monkeypatch.setattr(pools, "run", run)
     summary = launch(job(*PPO), tmp_path)
     assert (summary["status"], summary["steps"], summary["restarts"], summary["note"]) == ("completed", 3, 0, note)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary

@@ -12,7 +12,8 @@ from belle import checkpoint
 from belle.data.generate import generate_instruction_records
 from belle.data.records import DataError
 from belle.rundir import DATA_CACHE
-from launcher.launch import check_same_data, data_record, launch, prepare_data
+from belle.train.prepare import check_same_data, data_record, prepare_data
+from launcher.launch import launch
 
 
 def _write_records(path, seed: int) -> None:

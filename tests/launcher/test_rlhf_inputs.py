@@ -146,17 +146,16 @@ def test_prepare_is_refused_for_ppo_which_reads_its_prompts_directly(cfg, tmp_pa
     with pytest.raises(ValueError) as info:
         run(cfg("+exp=ppo_7b", "+smoke=tiny", "launcher.prepare=true", f"launcher.run_dir={tmp_path / 'run'}"))
     assert str(info.value) == (
-        f"launcher.prepare=true builds a training data cache, but PPO reads its prompts directly and has none (all "
-        f"{len(_records('prompts.jsonl'))} were read and checked just now): drop launcher.prepare; "
-        "launcher.dry_run=true checks them and plans the run")
+        "launcher.prepare=true builds a training data cache, but PPO reads its prompts directly and has none: drop "
+        "launcher.prepare; launcher.dry_run=true reads and checks them and plans the run")
     assert not (tmp_path / "run" / "plan.json").exists()
 
 
 def test_no_sample_builder_pretends_prompts_are_sft_records():
     from belle.data.dataset import builder
 
-    with pytest.raises(ValueError, match=r"^data.format=prompt has no training samples to build: PPO's prompts are "
-                                         r"read by belle.recipes.ppo.prompt_source$"):
+    with pytest.raises(ValueError, match=r"^data.format=prompt has no training samples to build: prompts are "
+                                         r"read by belle.data.prompts.read_prompts$"):
         builder("prompt")
 
 
@@ -182,13 +181,20 @@ def test_a_ppo_plan_with_its_roles_own_micro_batches_runs_no_sft_batch_arithmeti
 
 @pytest.mark.parametrize("strategy,key", [("zero3_offload", "offload_optimizer")])
 def test_strategy_offload_is_refused_under_ppo(job, strategy, key):
+    from belle.recipes import recipe
+
+    def check(*overrides):
+        recipe("ppo").check(job("+exp=ppo_7b", "launcher.dry_run=true", *overrides), set(), None)
+
     with pytest.raises(ValueError) as info:
-        _plan(job, "+exp=ppo_7b", f"strategy={strategy}")
+        check(f"strategy={strategy}")
     assert str(info.value) == (
         f"strategy.{key}=true is not read by PPO, whose roles offload one by one: set strategy.{key}=false (or "
         "strategy=zero3) and roles.actor.offload=true roles.critic.offload=true")
     with pytest.raises(ValueError, match=r"^strategy.offload_params=true is not read by PPO"):
-        _plan(job, "+exp=ppo_7b", "strategy.offload_params=true")
+        check("strategy.offload_params=true")
+    with pytest.raises(ValueError, match=r"^roles.rollout.engine=vllm is not run yet: .*set roles.rollout.engine=hf$"):
+        check("roles=separate", "roles.rollout.engine=vllm", "cluster=slurm", "cluster.gpus_per_node=8")
 
 
 def test_strategy_micro_batch_on_a_ppo_command_line_is_refused(cli, tmp_path):

@@ -18,7 +18,7 @@ from launcher.backends.slurm.jobs import ENDED
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("slurm_is_up")]
 
 SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
-RAY = ("raylet", "gcs_server", "ray::", "slurm.node", "launcher.launch")
+RAY = ("raylet", "gcs_server", "ray::", "slurm.node", "slurm.driver")
 # every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
 SMALL = ("cluster=slurm", "cluster.cpu_workers_per_node=1", "monitor.log_every=1", "monitor.wandb_mode=offline",
          "cluster.ray_join_timeout_s=120")
@@ -217,15 +217,15 @@ def test_a_node_whose_ray_ends_fails_the_job_at_once_naming_it(submit, tmp_path)
 
 def test_sweep_submits_one_job_per_point_and_records_them(submit, tmp_path):
     sweep_dir = tmp_path / "lr-sweep"
-    out = submit(f"launcher.run_dir={sweep_dir}", "train.max_steps=6", "optim.lr=1e-3,2e-3,3e-3", multirun=True)
+    out = submit(f"launcher.run_dir={sweep_dir}", "train.max_steps=6", "optim.lr=1e-3,2e-3", multirun=True)
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
-    assert [p["point"] for p in sweep["points"]] == [0, 1, 2] and out.stdout.count("submitted  Slurm job") == 3
+    assert [p["point"] for p in sweep["points"]] == [0, 1] and out.stdout.count("submitted  Slurm job") == 2
     for point in sweep["points"]:
         assert _wait_for_end(point["job_id"])["JobState"] == "COMPLETED"
         run_dir = Path(point["run_dir"])
         assert run_dir == sweep_dir / str(point["point"])
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-        assert f"optim.lr={(0.001, 0.002, 0.003)[point['point']]}" in point["overrides"]
+        assert f"optim.lr={(0.001, 0.002)[point['point']]}" in point["overrides"]
         config = (run_dir / "config.yaml").read_text()
         assert "wandb_group: lr-sweep" in config
 

@@ -178,13 +178,17 @@ def test_under_lora_the_actor_with_its_adapters_off_is_the_reference(ppo_job, tm
 
 
 def test_the_plan_says_what_a_step_does(ppo_job):
+    from belle.data.facts import DataFacts
     from belle.recipes.ppo import plan
 
-    lines = plan(ppo_job(kl=KlConfig(target=6)))
+    composed = ppo_job("cluster.cpu_workers_per_node=1", kl=KlConfig(target=6))
+    planned = plan(composed, DataFacts(16, 20.0, "test"), [])
+    lines = planned.recipe
     assert lines["kind"] == "roles" and lines["roles"] == ["actor", "critic", "reference"]
     assert "scores from rule chinese_ratio, KL k1 x 0.2, adaptive to 6" in lines["trains"]
     assert lines["step"] == ("8 prompts x 1, <= 64+12 tokens; mini-batch 4 x 1 epochs = 2 actor + 2 critic optimizer "
                              "steps")
+    assert planned.lines[0] == f"  step       {lines['step']}" and planned.steps_per_epoch == 2
 
 
 @pytest.mark.slow
@@ -209,7 +213,7 @@ def test_prompts_come_from_text_or_instruction_records(job, tmp_path):
     from belle.data.records import DataError
     from belle.data.template import ASSISTANT_PREFIX
     from belle.model.load import load_tokenizer
-    from belle.recipes.ppo import prompt_source
+    from belle.rlhf.inputs import prompt_source
 
     composed, tokenizer = job(), load_tokenizer(job().model)
     composed.method.ppo = PpoConfig(max_prompt_length=8)
@@ -225,7 +229,7 @@ def test_prompts_come_from_text_or_instruction_records(job, tmp_path):
     assert math_prompt.reference.endswith("答案：68")
 
     bad = tmp_path / "bad.jsonl"
-    for record, error in (('{"text": "Human: \\nhi"}', r"bad.jsonl:1: a PPO prompt must end with"),
+    for record, error in (('{"text": "Human: \\nhi"}', r"bad.jsonl:1: a prompt must end with"),
                           ('{"chosen": "a", "rejected": "b"}', r"bad.jsonl:1: a preference record, not a prompt")):
         bad.write_text(record + "\n")
         composed.data.path = str(bad)
@@ -234,7 +238,8 @@ def test_prompts_come_from_text_or_instruction_records(job, tmp_path):
 
 
 def test_the_prompt_order_is_global_reshuffled_per_epoch_and_resumable():
-    from belle.recipes.ppo import PromptStream, _rank_rows
+    from belle.data.prompts import PromptStream
+    from belle.recipes.ppo import _rank_rows
 
     stream = PromptStream(10, seed=1)
     taken = stream.take(6) + stream.take(6) + stream.take(8)

@@ -13,7 +13,7 @@ from belle.config.roles import RoleConfig, RolesConfig, RolloutConfig
 from belle.model.memory import activation_bytes, logit_bytes
 from belle.rlhf.placement import ModelSize, placement_lines
 from belle.rlhf.planner import plan_placement
-from launcher.estimate import memory_per_gpu
+from belle.strategy.estimate import memory_per_gpu
 
 CONF = Path(__file__).parents[2] / "conf"
 LLAMA_7B = ModelConfig(
@@ -388,7 +388,7 @@ def test_conf_group_files_are_small_overrides(layout):
 
 
 def test_working_sets_follow_the_sft_estimate(job):
-    """belle.model.memory is launcher.estimate's accounting: a training micro-step costs the same in both plans."""
+    """belle.model.memory is the training estimate's accounting: a micro-step costs the same in both plans."""
     for checkpointing in ("true", "false"):
         j = job("+exp=ft_2m", f"strategy.activation_checkpointing={checkpointing}")
         memory, tokens = memory_per_gpu(j, P, P, L), j.strategy.micro_batch * j.data.max_length

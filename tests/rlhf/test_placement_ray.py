@@ -19,9 +19,10 @@ import pytest
 from belle.config.roles import RoleConfig, RolesConfig, RolloutConfig
 from belle.rlhf.placement import ModelSize
 from belle.rlhf.planner import plan_placement
-from launcher.backends import ray_roles
+from launcher.backends import pools
+from launcher.backends.pool_calls import RoleFailure
+from launcher.backends.pools import run_pools
 from launcher.backends.ray_cluster import LOCAL_RAY_ENV
-from launcher.backends.ray_roles import RoleFailure, run_roles
 from launcher.backends.slurm.node import node_resource
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -215,8 +216,8 @@ def _rows(run_dir: Path, role: str) -> list[dict]:
 
 def _run(job, run_dir: Path, placement, train, placement_timeout_s: float = 60, phase_timeout_s: float = 60,
          host: type = ProbeHost):
-    return run_roles(job, run_dir, placement, host=host, train=train, placement_timeout_s=placement_timeout_s,
-                     phase_timeout_s=phase_timeout_s).error
+    return run_pools(job, run_dir, placement, host=host, train=train, placement_timeout_s=placement_timeout_s,
+                     phase_timeout=(phase_timeout_s, "method.ppo.phase_timeout_s")).error
 
 
 def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):
@@ -275,7 +276,7 @@ def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):
 def test_under_slurm_logical_node_i_is_the_ith_slurm_node(ray_cluster, job, tmp_path, monkeypatch):
     import ray
 
-    monkeypatch.setattr(ray_roles, "_slurm_nodes", lambda job: ["n-b", "n-a"])  # the allocation's order
+    monkeypatch.setattr(pools, "_slurm_nodes", lambda job: ["n-b", "n-a"])  # the allocation's order
     ray_node = {name: n["NodeID"] for n in ray.nodes() for name in ("n-a", "n-b")
                 if node_resource(name) in n["Resources"]}
     j = _job(job, ray_cluster, nodes=2, gpus=1)  # colocate_all: rank 0 on logical node 0, rank 1 on 1

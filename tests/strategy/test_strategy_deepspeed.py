@@ -75,7 +75,7 @@ def test_deepspeed_parses_every_combination_as_we_meant(strategy, monkeypatch):
     # DeepSpeed's CPU Adam when offloaded; else torch's fused AdamW, never the FusedAdam op JIT-built with nvcc
     torch_adam = {} if strategy.offload_optimizer else {"torch_adam": True, "fused": True}
     assert parsed.optimizer_params == adam | torch_adam
-    if strategy.zero_stage:  # buckets of 2e8 elements, as launcher.estimate counts them
+    if strategy.zero_stage:  # buckets of 2e8 elements, as belle.strategy.estimate counts them
         assert zero.reduce_bucket_size == zero.allgather_bucket_size == COMM_BUCKET
     assert parsed.scheduler_name is None  # our schedule is passed to deepspeed.initialize, never replaced
     assert parsed.wall_clock_breakdown is False

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from belle.rundir import read_summary
+from belle.rundir import read_summary, results
 
 
 def records_file() -> Path:
@@ -118,8 +118,8 @@ def status(key: str) -> None:
     else:
         print("slurm      gone (Slurm no longer lists it)")
     if summary:
-        print(f"run        {summary['status']}: {summary['steps']} steps, loss {summary['final_loss']}"
-              + (f", error: {summary['error']}" if summary.get("error") else ""))
+        told = [f"{summary['steps']} steps", results(summary), summary.get("error") and f"error: {summary['error']}"]
+        print(f"run        {summary['status']}: {', '.join(part for part in told if part)}")
     else:
         print("run        no attempt has ended yet")
     print(f"run dir    {entry['run_dir']}\nlog        {entry['log']}")

@@ -1,6 +1,6 @@
 """cluster=slurm: render the sbatch script of a job from cluster/slurm/ray_job.sbatch.j2 into its run directory and
 submit it. Inside the allocation the script brings up Ray (launcher.backends.slurm.node) and runs one attempt of
-the run against it (launcher.launch).
+the run against it (launcher.backends.slurm.driver).
 
 Everything the user typed that reaches the script is inert there: shell values are quoted with shlex, sbatch option
 values are either checked names (belle.config.cluster) or double-quoted the way sbatch parses ``#SBATCH`` lines,

@@ -1,7 +1,7 @@
 """The memory estimate follows ZeRO's accounting closely enough to tell what fits."""
 
 from belle.config.hardware import GIB
-from launcher.estimate import memory_per_gpu
+from belle.strategy.estimate import memory_per_gpu
 
 LLAMA_7B = 6_738_415_616
 

@@ -1,7 +1,7 @@
 """Back-of-the-envelope memory and time per GPU for a job, from architecture numbers alone.
 
 Model states follow the ZeRO paper's accounting (16-bit weights and gradients, fp32 master weights and Adam moments,
-each sharded by stage); activations assume memory-efficient attention (no s x s scores kept) and LLaMA-style blocks;
+each sharded by stage); activations are belle.model.memory's (memory-efficient attention, LLaMA-style blocks);
 a fixed allowance covers the CUDA context and allocator slack. Good to ~10-20%: enough to tell fits from does-not-fit.
 """
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from belle.config import JobConfig
 from belle.config.hardware import GIB, GPU_TYPES, OVERHEAD_GIB
+from belle.model.memory import activation_bytes
 from belle.monitor.flops import model_flops_per_token
 from belle.strategy.deepspeed import COMM_BUCKET
 
@@ -33,8 +34,10 @@ class Memory:
         return {k: round(v / GIB, 2) for k, v in {**vars(self), "total": self.total}.items()}
 
 
-def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: int) -> Memory:
-    """Bytes each GPU holds at the peak of a training step."""
+def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: int,
+                   outputs: int | None = None) -> Memory:
+    """Bytes each GPU holds at the peak of a training step; ``outputs`` per token of the model's head (None: the
+    vocabulary; a reward model's score head has 1)."""
     s, m = job.strategy, job.model
     world = job.cluster.world_size
     half = s.precision != "fp32"
@@ -46,12 +49,8 @@ def memory_per_gpu(job: JobConfig, total: int, trainable: int, largest_layer: in
     weights = 0.0 if s.offload_params else w_bytes * total / shard[0]
     working_set = 2 * w_bytes * largest_layer if s.zero_stage == 3 else 0.0  # current + prefetched layer
     tokens = s.micro_batch * job.data.max_length * (2 if job.data.pairs else 1)  # a pair: chosen and rejected
-    outputs = 1 if job.method.name == "rm" else m.vocab_size  # a reward model's head has one output
-    per_layer = tokens * (16 * m.hidden_size + 8 * m.intermediate_size)
-    if s.activation_checkpointing:
-        activations = m.num_layers * tokens * m.hidden_size * 2 + per_layer
-    else:
-        activations = m.num_layers * per_layer
+    outputs = m.vocab_size if outputs is None else outputs
+    activations = activation_bytes(m, tokens, s.activation_checkpointing)
     return Memory(
         weights=weights,
         gradients=w_bytes * trainable / shard[1],
