@@ -9,7 +9,8 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/summary.json           how the last attempt ended
     <run_dir>/loss.png               the loss curve
     <run_dir>/checkpoints/step-N/    every rank's states; checkpoints/latest names the newest complete one
-    <run_dir>/export/                the trained model or adapter
+    <run_dir>/export/                the trained model or adapter (a reward model's: reward_stats.json beside it)
+    <run_dir>/samples.jsonl          PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps
     <run_dir>/progress/rank-N.json   each rank's last finished step; hang/: every rank's stacks at a hang
     <run_dir>/stop-requested         a graceful stop asked for (belle.stop); <run_dir>/stopped: the answer
     <run_dir>/wandb_id, wandb/       the W&B run's id and its local files
@@ -53,6 +54,13 @@ DATA_CACHE = "data-cache.json"
 """Where this run's prepared data is (written by the launcher once prepared): workers read it from there, so they
 need to see the cache, not the data files its key is computed from."""
 EXPORT = "export"
+REWARD_STATS = "reward_stats.json"
+"""Beside a reward model's export: mean and std of its scores on the held-out pairs (else the training pairs)."""
+REFERENCE_LOG_PROBS = "reference-log-probs.pt"
+"""In a DPO checkpoint folder under precomputed: the reference's (chosen, rejected) log-probs of every pair, per
+split."""
+SAMPLES = "samples.jsonl"
+"""PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 STOP_REQUEST = "stop-requested"
 STOPPED = "stopped"
 WANDB_ID = "wandb_id"

@@ -42,11 +42,11 @@ _sweep = SweepPass()
 def run(cfg: DictConfig) -> Path:
     """Validate and plan the composed job before any cluster resource is taken; return its run directory."""
     from belle.config import job_dict
+    from launcher.claim import check_run_dir, launching, write_run_files
     from launcher.compose import path_fields, run_dir, to_job
     from launcher.inspect_data import inspect_data
     from launcher.plan import make_plan
     from launcher.report import describe
-    from launcher.rundir import check_run_dir, launching, write_run_files
     from launcher.sweep import current_point
 
     job = to_job(cfg)
@@ -80,9 +80,9 @@ def run(cfg: DictConfig) -> Path:
     check_run_dir(directory, config, {key: several for _, _, key, several in path_fields(job)})
     if job.cluster.kind == "slurm":
         from launcher.backends.slurm.jobs import check_run_dir_is_free
-        from launcher.backends.slurm.sbatch import check_run_dir
+        from launcher.backends.slurm.sbatch import check_output_path
 
-        check_run_dir(directory)
+        check_output_path(directory)
         if job.launcher.launches:
             check_run_dir_is_free(directory)
     if _sweep.checking:

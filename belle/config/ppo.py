@@ -144,7 +144,7 @@ class PpoConfig:
         return self.rollout_batch * self.samples_per_prompt
 
     def check_lengths(self, model: ModelConfig) -> None:
-        """§5 item 18: prompt and response fit the model's positions."""
+        """Prompt and response fit the model's positions."""
         require(
             self.max_prompt_length + self.max_new_tokens <= model.max_position_embeddings,
             f"method.ppo.max_prompt_length={self.max_prompt_length} + max_new_tokens={self.max_new_tokens} exceeds "
@@ -153,7 +153,7 @@ class PpoConfig:
         )
 
     def check_batches(self, workers: int, micro_batch: int, key: str) -> None:
-        """§5 item 17 for one trained role (``key``: its config path, e.g. roles.actor): every rank runs as many
+        """For one trained role (``key``: its config path, e.g. roles.actor): every rank runs as many
         micro-batches per mini-batch, so mini_batch must be divisible by its workers × its micro_batch."""
         per_pass = workers * micro_batch
         if self.mini_batch % per_pass == 0:

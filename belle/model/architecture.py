@@ -130,7 +130,7 @@ def safetensors_size(path: Path) -> int | None:
 
 
 def _check_reward_model(model: ModelConfig, key: str, found: dict, policy: ModelConfig) -> None:
-    """§5 items 13-14: a reward model's folder holds a score head and the policy's vocabulary."""
+    """A reward model's folder holds a score head and the policy's vocabulary."""
     architectures = found.get("architectures") or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise ValueError(
@@ -148,7 +148,7 @@ def _check_reward_model(model: ModelConfig, key: str, found: dict, policy: Model
 
 
 def check_same_tokenizer(folder: str, key: str, policy_folder: str) -> None:
-    """§5 item 13: refuse a reward model folder whose tokenizer files hold another vocabulary than the policy's
+    """Refuse a reward model folder whose tokenizer files hold another vocabulary than the policy's
     tokenizer folder (nothing to compare where either has none of the same kind)."""
     theirs, ours = _vocabulary_fingerprint(folder), _vocabulary_fingerprint(policy_folder)
     if theirs and ours and theirs[0] == ours[0] and theirs != ours:

@@ -39,8 +39,6 @@ from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 FORMATS = ("dpo",)
-REFERENCE_FILE = "reference-log-probs.pt"
-"""In a checkpoint folder under precomputed: the reference's (chosen, rejected) log-probs of every pair, per split."""
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "margin", "accuracy")
 
 
@@ -93,7 +91,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     folder = resume(engine, run_dir, state, rank)
     table = None
     if reference == "precomputed":
-        table = torch.load(folder / REFERENCE_FILE) if folder else {
+        table = torch.load(folder / rundir.REFERENCE_LOG_PROBS) if folder else {
             split: _precompute(log_probs, pairs, rank, world, strategy.micro_batch, engine)
             for split, pairs in splits.items()
         }
@@ -152,7 +150,7 @@ def _keeper(table, rank: int):
 
     if table is None:
         return None
-    return lambda folder: rank == 0 and torch.save(table, folder / REFERENCE_FILE)
+    return lambda folder: rank == 0 and torch.save(table, folder / rundir.REFERENCE_LOG_PROBS)
 
 
 def _precompute(log_probs, pairs, rank: int, world: int, micro_batch: int, engine):

@@ -41,8 +41,6 @@ KIND = "driver"
 FORMATS = ("prompt",)
 SUMMARY = {"reward_mean": "reward_mean", "kl": "kl"}
 """summary.json key → the metrics.jsonl key whose last logged value it holds."""
-SAMPLES = "samples.jsonl"
-"""In the run dir: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 ACTOR_KEYS = ("input_ids", "attention_mask", "response_mask", "old_log_probs", "advantages")
 CRITIC_KEYS = ("input_ids", "attention_mask", "response_mask", "old_values", "returns")
 
@@ -359,7 +357,7 @@ def _warn_drift(record: dict) -> None:
 
 
 def _write_samples(run_dir: Path, step: int, prompts: list[Prompt], texts: list[str], scores, rows: int = 4) -> None:
-    with open(run_dir / SAMPLES, "a", encoding="utf-8") as f:
+    with open(run_dir / rundir.SAMPLES, "a", encoding="utf-8") as f:
         for prompt, text, score in list(zip(prompts, texts, scores.tolist(), strict=True))[:rows]:
             f.write(json.dumps({"step": step, "prompt": prompt.text, "response": text, "score": score},
                                ensure_ascii=False) + "\n")
@@ -367,7 +365,7 @@ def _write_samples(run_dir: Path, step: int, prompts: list[Prompt], texts: list[
 
 def _drop_samples_after(run_dir: Path, step: int) -> None:
     """A resumed run first drops the sample rows of steps after its checkpoint (as MetricsLog does)."""
-    path = run_dir / SAMPLES
+    path = run_dir / rundir.SAMPLES
     if path.is_file():
         kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
         write_atomic(path, "".join(line + "\n" for line in kept))

@@ -39,8 +39,6 @@ from belle.train.worker import start_worker, worker_attention
 
 KIND = "spmd"
 FORMATS = ("preference",)
-REWARD_STATS = "reward_stats.json"
-"""Beside the exported model: mean and std of its scores on the held-out pairs (else the training pairs)."""
 
 
 def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
@@ -108,7 +106,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         stats = {"mean": measured["reward_mean"], "std": measured["reward_std"],
                  "pairs": len(eval_pairs or train_pairs), "data": "eval" if eval_pairs else "train"}
         export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT, merge=True,
-               files={REWARD_STATS: json.dumps(stats, indent=2) + "\n"})
+               files={rundir.REWARD_STATS: json.dumps(stats, indent=2) + "\n"})
 
     # loop, then save
     return common.spmd_loop(

@@ -93,7 +93,7 @@ def test_the_smoke_data_of_every_data_group_has_its_format(name, cfg):
 
 
 def test_ppo_7b_plans_the_briefs_placement_on_two_a100_80gb_nodes(cfg, tmp_path):
-    """design-rlhf.md §4 on 2 x 8 A100-80GB: auto picks colocate_all at 40.0 GiB/GPU (pairs 39.2, separate 37.2)."""
+    """PPO of LLaMA-7B on 2 x 8 A100-80GB: auto picks colocate_all at 40.0 GiB/GPU (pairs 39.2, separate 37.2)."""
     from launcher.app import run
 
     plan = json.loads((run(cfg("+exp=ppo_7b", "launcher.dry_run=true", f"launcher.run_dir={tmp_path}"))

@@ -14,7 +14,7 @@ import yaml
 from launches import finish, metrics
 
 from belle.data.generate import SAMPLES_DIR
-from launcher import rundir
+from launcher import claim
 from launcher.app import run
 from launcher.compose import path_fields
 from launcher.errors import explain
@@ -94,11 +94,11 @@ def test_a_run_of_the_last_release_with_relative_paths_resumes_from_where_it_sta
 
 def test_a_held_run_dir_is_refused_in_one_line_naming_the_holder(tmp_path):
     directory = tmp_path / "run"
-    with rundir.held(directory):
+    with claim.held(directory):
         holder = json.loads((directory / ".belle-lock").read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         started = time.monotonic()
-        with pytest.raises(ValueError) as refused, rundir.held(directory, wait_s=1):
+        with pytest.raises(ValueError) as refused, claim.held(directory, wait_s=1):
             pass
         assert time.monotonic() - started >= 1
     message = str(refused.value)
@@ -106,7 +106,7 @@ def test_a_held_run_dir_is_refused_in_one_line_naming_the_holder(tmp_path):
                               f"{socket.gethostname()} since ")
     assert message.endswith("): wait for it to end or stop it, or set launcher.run_dir to another directory")
     assert "\n" not in message
-    with rundir.held(directory):  # released with its holder
+    with claim.held(directory):  # released with its holder
         pass
 
 
@@ -114,8 +114,8 @@ def test_storage_without_locks_is_warned_about_not_refused(tmp_path, monkeypatch
     def no_locks(*_):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
-    with rundir.held(tmp_path / "run"):
+    monkeypatch.setattr(claim.fcntl, "flock", no_locks)
+    with claim.held(tmp_path / "run"):
         pass
     assert f"warning: {tmp_path / 'run'} cannot be locked (No locks available)" in capsys.readouterr().err
 

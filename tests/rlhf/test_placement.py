@@ -51,7 +51,7 @@ def spans(placement) -> list[str]:
     return [line.split()[2] for line in placement_lines(placement) if line.startswith("  pool")]
 
 
-# --- the design's table (§4): LLaMA-7B PPO on 2x8 A100-80GB, 512 + 512 tokens -----------------------------------
+# --- LLaMA-7B PPO on 2x8 A100-80GB, 512 + 512 tokens ---------------------------------------------------------------
 
 
 def test_colocate_all_holds_every_role_on_16_gpus():

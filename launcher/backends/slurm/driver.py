@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from launcher.backends.slurm.ray_join import StopRequested, join
+    from launcher.claim import held
     from launcher.compose import load_job
-    from launcher.rundir import held
 
     job = load_job(args.run_dir)
     c = job.cluster

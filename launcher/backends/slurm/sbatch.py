@@ -30,7 +30,7 @@ def _sbatch_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_output_path(run_dir: Path) -> None:
     """Refuse a run directory Slurm's --output would misread (checked before any file is written)."""
     text = str(run_dir)
     if any(c in text for c in "%\n\r"):
@@ -44,7 +44,7 @@ def render(job: JobConfig, run_dir: Path) -> str:
     """The sbatch script of ``job`` (run directory ``run_dir``)."""
     import jinja2
 
-    check_run_dir(run_dir)
+    check_output_path(run_dir)
     env = jinja2.Environment(
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
     )

@@ -1,5 +1,5 @@
-"""The launcher's side of the run directory (names and writes: belle.rundir): refuse one it must not write into,
-hold it (one launcher per run directory at a time), then write the run's config.yaml and plan.json."""
+"""Claiming a run directory for a launch (its names and writes are belle.rundir's): refuse one the launcher must not
+write into, hold it (one launcher per run directory at a time), then write the run's config.yaml and plan.json."""
 
 import copy
 import fcntl
