@@ -1,5 +1,5 @@
 """How the PPO controller reaches its roles: the ``RoleCalls`` protocol (RoleGroups over Ray in
-launcher/backends/ray_roles.py; belle.rlhf.local.LocalRoles, every role in this very process)."""
+launcher/backends/pool_calls.py; belle.rlhf.local.LocalRoles, every role in this very process)."""
 
 from typing import Protocol
 

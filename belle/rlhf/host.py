@@ -1,6 +1,6 @@
 """One process of a PPO pool: it joins the pool's torch.distributed world and hosts every role placed on its GPU (or
 CPU worker), built one after another; the controller reaches them through ``call`` (a Ray actor method in
-launcher/backends/ray_roles.py, a plain call in belle.rlhf.local.LocalRoles)."""
+launcher/backends/pool_calls.py, a plain call in belle.rlhf.local.LocalRoles)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """RoleCalls without a cluster: every role of the job in this very process (the tests' stand-in for the role pools
-of launcher/backends/ray_roles.py)."""
+of launcher/backends/pool_calls.py)."""
 
 import socket
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The actor's weights for a rollout pool of its own (design §2.5), driven by launcher/backends/ray_roles.py's
+"""The actor's weights for a rollout pool of its own, driven by launcher/backends/pool_calls.py's
 RoleGroups.sync_weights.
 
 ``WeightStream``: a causal LM's weights as a plain Hugging Face model of its architecture names them (LoRA merged,
