@@ -69,7 +69,7 @@ def data_facts(job: JobConfig, tokenizer) -> DataFacts:
 
 def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
     """One step per rollout batch of prompts; each role's batch, memory and DeepSpeed config are its pool's in the
-    placement (belle.rlhf.placement), which is refused in one line when it does not fit unless
+    placement (belle.rlhf.planner), which is refused in one line when it does not fit unless
     roles.check_memory=false."""
     from belle.config.ppo import missing_reward_model
     from belle.rlhf.placement import placement_lines
@@ -141,7 +141,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
         masked_var,
         masked_whiten,
     )
-    from belle.score import rules as rewards
+    from belle.score import rules
 
     run_dir, ppo = Path(run_dir), ppo_settings(job)
     tokenizer = load_tokenizer(job.model)
@@ -151,7 +151,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     worlds = {role: roles.world(role) for role in present_roles(job)}
     for role in TRAINED_ROLES:
         ppo.check_batches(worlds[role], roles_settings(job).block(role).micro_batch, f"roles.{role}")
-    rule = rewards.rule(ppo.reward.rule) if ppo.reward.source == "rule" else None
+    rule = rules.rule(ppo.reward.rule) if ppo.reward.source == "rule" else None
 
     # state: the controller's part of the latest checkpoint (the roles loaded theirs in their setup)
     kl_ctl = kl_controller(ppo.kl.coef, ppo.kl.target, ppo.kl.horizon)

@@ -63,16 +63,16 @@ def prompt_source(job: JobConfig, tokenizer) -> list[Prompt]:
 def check_rule_inputs(name: str, references: list[tuple[str | None, str]]) -> None:
     """Refuse prompts that rule ``name`` cannot score (``references``: each prompt's reference answer and
     file:line), naming the first, their count and the fix."""
-    from belle.score import rules as rewards
+    from belle.score import rules
 
     problems = [(where, problem) for reference, where in references
-                if (problem := rewards.unscorable(name, reference))]
+                if (problem := rules.unscorable(name, reference))]
     if problems:
         where, problem = problems[0]
         raise DataError(
             f"{where}: method.ppo.reward.rule={name} cannot score this prompt: {problem} ({len(problems)} of "
-            f"{len(references)} prompts are like it): point data.path at {rewards.REFERENCE_NEEDS[name]}, or set "
-            f"method.ppo.reward.rule=<one of {', '.join(r for r in rewards.RULES if r not in rewards.REFERENCE_NEEDS)}>"
+            f"{len(references)} prompts are like it): point data.path at {rules.REFERENCE_NEEDS[name]}, or set "
+            f"method.ppo.reward.rule=<one of {', '.join(r for r in rules.RULES if r not in rules.REFERENCE_NEEDS)}>"
         )
 
 

@@ -184,7 +184,7 @@ def test_the_plan_says_what_a_step_does(ppo_job):
     composed = ppo_job("cluster.cpu_workers_per_node=1", kl=KlConfig(target=6))
     planned = plan(composed, DataFacts(16, 20.0, "test"), [])
     lines = planned.recipe
-    assert lines["kind"] == "roles" and lines["roles"] == ["actor", "critic", "reference"]
+    assert lines["kind"] == "driver" and lines["roles"] == ["actor", "critic", "reference"]
     assert "scores from rule chinese_ratio, KL k1 x 0.2, adaptive to 6" in lines["trains"]
     assert lines["step"] == ("8 prompts x 1, <= 64+12 tokens; mini-batch 4 x 1 epochs = 2 actor + 2 critic optimizer "
                              "steps")
