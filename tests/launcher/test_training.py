@@ -178,7 +178,8 @@ def test_local_sweep_runs_its_points_one_after_another(launcher, tmp_path):
         assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
         assert "wandb_group: lr" in (run_dir / "config.yaml").read_text()
         plan = json.loads((run_dir / "plan.json").read_text())
-        assert (plan["experiment"], plan["model"]["name"], plan["method"]) == ("lora_2m", "tiny_llama", "sft+lora")
+        assert (plan["model"]["name"], plan["method"], plan["reference"]["hours_per_epoch"]) == (
+            "tiny_llama", "sft+lora", 7)  # lora_2m's method and paper row on the tiny model
         assert plan["strategy"]["zero_stage"] == 2 and (run_dir / "export" / "adapter").is_dir()
     assert (sweep_dir / "multirun.yaml").is_file() and not (tmp_path / "multirun.yaml").exists()
 
