@@ -8,7 +8,8 @@ from pathlib import Path
 
 from processes import own_processes
 
-LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core")
+LEFTOVERS = ("raylet", "gcs_server", "ray::", "wandb-core", "ray/autoscaler/_private/monitor.py",
+             "ray/_private/log_monitor.py", "ray/dashboard/")
 """Processes a finished run must not leave behind."""
 
 
