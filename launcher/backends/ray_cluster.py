@@ -155,16 +155,26 @@ def check_ray_cluster(job: JobConfig) -> None:
     check_capacity(c, nodes, what)
 
 
+@contextmanager
+def stop_handlers_kept():
+    """Restore this process's SIGTERM/SIGUSR1 handlers after the block (entered in the main thread): ray.init installs
+    Ray's own (a SIGTERM exits, and its core worker's crash handler aborts), which would cut a graceful stop
+    (launcher.launch.graceful_stop) short."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            if callable(handler):
+                signal.signal(s, handler)
+
+
 def connect(**init_args) -> None:
-    """``ray.init(**init_args)``, keeping this process's SIGTERM/SIGUSR1 handlers: Ray's core worker installs a crash
-    handler that aborts on SIGTERM, which would cut a graceful stop (launcher.launch.graceful_stop) short."""
+    """``ray.init(**init_args)`` from the main thread, keeping this process's stop handlers (stop_handlers_kept)."""
     import ray
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    ray.init(**init_args)
-    for s, handler in handlers.items():
-        if callable(handler):
-            signal.signal(s, handler)
+    with stop_handlers_kept():
+        ray.init(**init_args)
 
 
 def _free_port() -> int:

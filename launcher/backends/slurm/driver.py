@@ -8,6 +8,7 @@ checkpoint (the script requeues the job); 1: failed (summary.json says why).
 """
 
 import argparse
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                     stopped = summarise(job, args.run_dir, started, Outcome()) | {"status": "preempted"}
                     write_summary(args.run_dir, stopped)
                     print("stopped on request while Ray was coming up", flush=True)
+                    if isinstance(exc, StopRequested) and exc.blocked:  # ray.shutdown would wait on that thread
+                        sys.stderr.flush()
+                        os._exit(EXIT_PREEMPTED)
                     return EXIT_PREEMPTED
                 write_summary(args.run_dir, summarise(job, args.run_dir, started, Outcome(str(exc))))  # bring-up failed
                 raise RuntimeError(str(exc)) from None
