@@ -5,25 +5,25 @@ from belle.config import JobConfig
 from belle.config.hardware import PRE_AMPERE
 from belle.data.facts import DataFacts, token_counts
 from belle.recipes import recipe
-from belle.strategy.estimate import flops_per_token, hours_per_epoch
+from belle.strategy.estimate import flops_per_token, planned_hours
 
 
 def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
     """Everything plan.json holds. Raises ValueError for settings that cannot work (batch, LoRA targets, attention,
     a placement that does not fit)."""
-    from belle.model.anatomy import anatomy, lora_params
+    from belle.model.anatomy import anatomy, trainable_params
     from belle.model.attention import describe_attention
-    from belle.strategy import warmup_steps
+    from belle.strategy.schedule import planned_warmup
 
     m, d, s, c = job.model, job.data, job.strategy, job.cluster
     attention = describe_attention(
         m.attn_implementation, m.arch, s.precision, c.use_gpu, gpu_sm80=c.gpu_type not in PRE_AMPERE
     )
     parts = anatomy(m)
-    trainable = lora_params(parts, job.method.lora, m.name) if job.method.lora else parts.total_params
+    trainable = trainable_params(parts, job.method.lora, m.name)
     own = recipe(job.method.name).plan(job, facts, warnings)
     mean_tokens, tokens_per_epoch = token_counts(facts, d)
-    hours = hours_per_epoch(job, parts.matmul_params, tokens_per_epoch) if tokens_per_epoch else None
+    hours = planned_hours(job, facts)
     total_steps = own.total_steps
     return {
         "experiment": job.launcher.name,
@@ -51,8 +51,7 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "schedule": {
             "epochs": job.train.epochs, "steps_per_epoch": own.steps_per_epoch, "total_steps": total_steps,
-            # a preview trains nothing: its (maybe tiny) data needs no schedule that fits
-            "warmup_steps": warmup_steps(job.optim, total_steps) if total_steps and not job.launcher.preview else None,
+            "warmup_steps": planned_warmup(job.optim, total_steps, job.launcher.preview),
             "lr": job.optim.lr, "schedule": job.optim.schedule,
         },
         "estimate": {

@@ -77,3 +77,8 @@ def lora_params(parts: Anatomy, lora: LoraConfig, model_name: str) -> int:
         )
     adapters = sum(n * lora.r * (i + o) for t in lora.target_modules for n, i, o in [linear[t]])
     return adapters + sum(parts.module_params[m] for m in lora.modules_to_save)
+
+
+def trainable_params(parts: Anatomy, lora: LoraConfig | None, model_name: str) -> int:
+    """Parameters a run trains: its LoRA adapters' (lora_params), or every one of the model's without LoRA."""
+    return lora_params(parts, lora, model_name) if lora else parts.total_params

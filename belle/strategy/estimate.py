@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from belle.config import JobConfig
 from belle.config.hardware import GIB, GPU_TYPES, OVERHEAD_GIB
+from belle.data.facts import DataFacts, token_counts
+from belle.model.anatomy import anatomy
 from belle.model.memory import activation_bytes
 from belle.monitor.flops import model_flops_per_token
 from belle.strategy.deepspeed import COMM_BUCKET
@@ -87,6 +89,13 @@ def hours_per_epoch(job: JobConfig, matmul_params: int, tokens_per_epoch: float)
     peak = GPU_TYPES[job.cluster.gpu_type][0] * 1e12
     throughput = job.cluster.world_size * peak * job.cluster.mfu
     return flops_per_token(job, matmul_params) * tokens_per_epoch / throughput / 3600
+
+
+def planned_hours(job: JobConfig, facts: DataFacts) -> float | None:
+    """The plan's hours per epoch (hours_per_epoch) over the job's data: None while its tokens are unknown, and for
+    CPU workers."""
+    _, tokens_per_epoch = token_counts(facts, job.data)
+    return hours_per_epoch(job, anatomy(job.model).matmul_params, tokens_per_epoch) if tokens_per_epoch else None
 
 
 def gpu_memory_gib(job: JobConfig) -> float:

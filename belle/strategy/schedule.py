@@ -35,6 +35,12 @@ def warmup_steps(optim: OptimConfig, total_steps: int) -> int:
     return optim.warmup_steps or math.ceil(round(optim.warmup_ratio * total_steps, 6))  # 0.07 × 100 is 7, not 8
 
 
+def planned_warmup(optim: OptimConfig, total_steps: int | None, preview: bool) -> int | None:
+    """The plan's warmup (warmup_steps): None while the step count is unknown, and for a preview, which trains
+    nothing (its maybe tiny data needs no schedule that fits)."""
+    return warmup_steps(optim, total_steps) if total_steps and not preview else None
+
+
 def build_scheduler(optimizer, optim: OptimConfig, total_steps: int):
     """A ``LambdaLR`` over ``optimizer`` following ``optim``, stepped once per optimizer step."""
     from torch.optim.lr_scheduler import LambdaLR

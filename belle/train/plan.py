@@ -5,11 +5,12 @@ import math
 
 from belle.config import JobConfig
 from belle.data.facts import DataFacts, token_counts
-from belle.model.anatomy import anatomy, lora_params
+from belle.model.anatomy import anatomy, trainable_params
 from belle.monitor.progress import short_count
 from belle.plan import RecipePlan
-from belle.strategy import deepspeed_config, grad_accumulation, optimizer_steps, warmup_steps
-from belle.strategy.estimate import gpu_memory_gib, hours_per_epoch, memory_per_gpu
+from belle.strategy import deepspeed_config, grad_accumulation, optimizer_steps
+from belle.strategy.estimate import gpu_memory_gib, memory_per_gpu, planned_hours
+from belle.strategy.schedule import planned_warmup
 
 BF16_ACCUMULATION_WARN = 8
 """Micro-batches per optimizer step above which bf16 gradient accumulation (ZeRO-2/3) is flagged in the plan."""
@@ -42,12 +43,9 @@ def trainer_plan(job: JobConfig, facts: DataFacts, warnings: list[str], recipe: 
             f"and are dropped ({facts.num_samples} kept)"
         )
     sections = _worker_group(job, facts, mean_tokens, outputs, warnings)
-    parts = anatomy(job.model)
-    hours = hours_per_epoch(job, parts.matmul_params, tokens_per_epoch) if tokens_per_epoch else None
-    # a preview trains nothing: its (maybe tiny) data needs no schedule that fits
-    warmup = warmup_steps(job.optim, total_steps) if total_steps and not job.launcher.preview else None
+    warmup = planned_warmup(job.optim, total_steps, job.launcher.preview)
     return RecipePlan(recipe, steps_per_epoch, total_steps, sections,
-                      _lines(job, sections, steps_per_epoch, total_steps, warmup, hours))
+                      _lines(job, sections, steps_per_epoch, total_steps, warmup, planned_hours(job, facts)))
 
 
 def _worker_group(job: JobConfig, facts: DataFacts, mean_tokens: float | None, outputs: int | None,
@@ -55,7 +53,7 @@ def _worker_group(job: JobConfig, facts: DataFacts, mean_tokens: float | None, o
     """The worker group's batch arithmetic, memory per GPU and DeepSpeed config."""
     d, s, c = job.data, job.strategy, job.cluster
     parts = anatomy(job.model)
-    trainable = lora_params(parts, job.method.lora, job.model.name) if job.method.lora else parts.total_params
+    trainable = trainable_params(parts, job.method.lora, job.model.name)
     accumulation = grad_accumulation(s, c.world_size)
     deepspeed = deepspeed_config(s, job.optim, c.world_size)  # also checks a user's deepspeed_json against ours
     if facts.samples_per_row:
