@@ -43,10 +43,19 @@ def trainer(job: JobConfig, run_dir: Path):
     ``run_dir/ray``, the recipe its checkpoints under ``run_dir/checkpoints``."""
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class EmbeddedTrainer(TorchTrainer):
+        """Without Ray Train's placement-group cleaner, a detached actor that asks the State API (the dashboard,
+        which an embedded Ray does not start) and warns every few seconds that it cannot: an embedded Ray ends
+        with its launcher, placement groups and all."""
+
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
 
     c = job.cluster
     resources = {"CPU": c.worker_cpus} | ({"GPU": 1} if c.use_gpu else {})
-    return TorchTrainer(
+    return (EmbeddedTrainer if c.kind == "local" else TorchTrainer)(
         _worker,
         train_loop_config={"job": job, "run_dir": str(run_dir)},
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo", timeout_s=c.collective_timeout_s),
