@@ -97,42 +97,28 @@ def _files_text(folder: Path) -> str:
                      < 5_000_000)
 
 
-def test_two_node_job_brings_up_ray_trains_and_tears_down(submit, tmp_path, monkeypatch):
-    """Submitted as a plain user might: no `ray` on PATH, and Ray settings for a local Ray exported in the shell
-    (the job sets its own)."""
+def test_a_two_node_job_trains_is_preempted_requeues_and_resumes(submit, tmp_path, monkeypatch):
+    """Submitted as a plain user might: no `ray` on PATH, Ray settings for a local Ray exported in the shell (the job
+    sets its own), a name and a run dir full of shell syntax. Ray comes up on both nodes and trains; Slurm's warning
+    before the time limit saves a checkpoint and requeues the job, whose second attempt resumes and completes: no
+    step trained twice, one W&B run, Ray gone, no secret written to the run dir."""
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # would keep node2 from joining
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # nothing listens there
     name = "two nodes \"$(touch pwned)\" `touch pwned2`"
     run_dir = tmp_path / "runs" / "a b '$(touch pwned3)'"
-    out = submit("cluster.nodes=2", "train.max_steps=6", f"launcher.name={_quoted(name)}",
+    out = submit("cluster.nodes=2", "train.max_steps=40", "train.save_every=100", f"launcher.name={_quoted(name)}",
                  f"launcher.run_dir={_quoted(str(run_dir))}")
     job_id = _job_id(out)
-    assert f"run dir    {run_dir}" in out.stdout and f"log        {run_dir}/slurm/job-{job_id}.log" in out.stdout
-
-    state = _wait_for_end(job_id)
-    log = (run_dir / "slurm" / f"job-{job_id}.log").read_text()
-    assert state["JobState"] == "COMPLETED", log[-3000:]
-    assert state["NodeList"] == "node[1-2]"
-    assert "node1: Ray head" in log and "node2: Ray worker" in log
-    assert log.index("Ray is up: 2 nodes (node1 node2), 2 workers") < log.index("step 1/6 ")  # joined, then trained
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 6
-    _wait_until_no_ray_is_left()
-    assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
-    everything = _files_text(run_dir)
-    assert not any(secret in everything for secret in SECRETS.values()), "a secret was written to the run dir"
-
-
-def test_preempted_job_saves_requeues_and_resumes(submit, tmp_path):
-    run_dir = tmp_path / "preempt"
-    out = submit(f"launcher.run_dir={run_dir}", "cluster.nodes=2", "train.max_steps=40", "train.save_every=100")
-    job_id = _job_id(out)
     log_file = run_dir / "slurm" / f"job-{job_id}.log"
+    assert f"run dir    {run_dir}" in out.stdout and f"log        {log_file}" in out.stdout
     deadline = time.time() + 300
     while not (log_file.is_file() and "step 3/40 " in log_file.read_text()):
         assert time.time() < deadline and _state(job_id).get("JobState") not in ENDED, "the job did not train"
         time.sleep(0.5)
+    first = log_file.read_text()
+    assert "node1: Ray head" in first and "node2: Ray worker" in first
+    assert first.index("Ray is up: 2 nodes (node1 node2), 2 workers") < first.index("step 1/40 ")  # joined, trained
     # what Slurm's --signal=B:USR1@N does before the time limit, now
     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True)
     deadline = time.time() + 300
@@ -144,14 +130,20 @@ def test_preempted_job_saves_requeues_and_resumes(submit, tmp_path):
     state = _wait_for_end(job_id)
     log = log_file.read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log[-3000:]
+    assert state["NodeList"] == "node[1-2]"
     saved = int(re.search(r"stopped on request after saving step (\d+)", log).group(1))
     assert 3 <= saved < 40 and "attempt 2" in log and f"step {saved + 1}/40 " in log
     assert all(log.count(f"step {step}/40 ") == 1 for step in range(1, 41)), "a step was trained twice"
     assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == \
         list(range(1, 41))
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 40
     run_id = (run_dir / "wandb_id").read_text().strip()
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # one W&B run, two attempts
+    _wait_until_no_ray_is_left()
+    assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
+    everything = _files_text(run_dir)
+    assert not any(secret in everything for secret in SECRETS.values()), "a secret was written to the run dir"
 
 
 def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_path):
