@@ -5,7 +5,8 @@
 
 Stages, the JSON result rewritten after each so that a timeout still reports:
   env        GPU, compute capability, torch/CUDA, nvcc, varlen_attn's signature, flash-attn present or not
-  gpu_tests  pytest -m gpu on tests/model (the packed-equals-unpacked kernels)
+  gpu_tests  pytest -m gpu on tests/model and tests/strategy (the packed-equals-unpacked kernels, ZeRO-Offload's
+             CPU Adam)
   recipe_*   the SFT recipe in an NCCL world of one, bf16, activation checkpointing: ZeRO-2 full fine-tune and
              ZeRO-3 + LoRA with trained embeddings (modules_to_save), ZeRO-2 with compiled blocks, a few steps
              each, export written
@@ -103,11 +104,11 @@ def env() -> dict:
 
 
 def gpu_tests(cpu: bool) -> dict:
-    """The `gpu` tests of the model package (packed == unpacked per kernel)."""
+    """The `gpu` tests of the model and strategy packages (packed == unpacked per kernel, ZeRO-Offload)."""
     if cpu:
         return {"summary": "skipped on CPU"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                           "tests/model"], cwd=ROOT, capture_output=True, text=True)
+                           "tests/model", "tests/strategy"], cwd=ROOT, capture_output=True, text=True)
     tail = done.stdout.strip().splitlines()[-15:]
     if done.returncode not in (0, 5):
         raise RuntimeError("pytest -m gpu failed:\n" + "\n".join(tail))

@@ -7,18 +7,27 @@ from belle.config import JobConfig
 from belle.model.attention import resolve_attention
 
 
-def start_worker(job: JobConfig) -> tuple[int, int, bool]:
-    """Join the torch.distributed world the launcher set up and seed Python and torch; (rank, world, on_gpu)."""
+def join_world() -> bool:
+    """Join the torch.distributed world the launcher set up (NCCL on GPU, gloo on CPU, where DeepSpeed's
+    inference-only shared-memory all-reduce is not compiled on first use: ~30 s); whether this worker is on a GPU."""
     import deepspeed
     import torch
-    import torch.distributed as dist
 
     on_gpu = torch.cuda.is_available()  # the launcher has set this worker's device
-    if not on_gpu:  # DeepSpeed's shared-memory all-reduce serves inference only: skip its compile on first use (~30 s)
+    if not on_gpu:
         from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
         deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    return on_gpu
+
+
+def start_worker(job: JobConfig) -> tuple[int, int, bool]:
+    """Join the torch.distributed world the launcher set up and seed Python and torch; (rank, world, on_gpu)."""
+    import torch
+    import torch.distributed as dist
+
+    on_gpu = join_world()
     random.seed(job.train.seed)
     torch.manual_seed(job.train.seed)
     return dist.get_rank(), dist.get_world_size(), on_gpu
