@@ -53,6 +53,28 @@ def job(cfg):
 
 
 @pytest.fixture
+def train_recipe(job, tmp_path, workers_env):
+    """``train_recipe(*overrides, name=…)`` trains a recipe for real without Ray: composes the job (W&B off and no
+    checkpoint unless the overrides say otherwise), prepares its data as the launcher does, trains it on 2 spawned
+    CPU workers of one gloo world and returns (job, run dir)."""
+    from distributed import spawn
+
+    from belle.data.prepare import prepare
+    from belle.model.load import load_tokenizer
+    from belle.recipes import recipe
+
+    def _train(*overrides: str, name: str = "run"):
+        composed = job("monitor=off", "train.save_every=1000", *overrides)
+        prepare(composed.data, load_tokenizer(composed.model), processes=1)
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        spawn(recipe(composed.method.name).train, composed, str(run_dir), world=2)
+        return composed, run_dir
+
+    return _train
+
+
+@pytest.fixture
 def local_world(workers_env, monkeypatch):
     """For tests that build PPO roles in this process (a RoleHost of a world of one): its rendezvous variables, one
     torch thread and the torch.distributed world are undone afterwards."""

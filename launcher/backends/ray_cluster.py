@@ -13,6 +13,10 @@ from belle.config import ClusterConfig, JobConfig
 LOCAL_RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # read at `import ray`: bind the embedded Ray to 127.0.0.1
     "RAY_AUTH_MODE": "disabled",  # a loopback-only cluster; token auth would write ~/.ray/auth_token
+    # no idle task workers started with the driver: nothing here runs tasks, and on a few cores their start competes
+    # with the actors' (the first step came ~3 s sooner on 2 cores)
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_enable_worker_prestart": "0",
 }
 
 

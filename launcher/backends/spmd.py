@@ -19,6 +19,11 @@ CONTROLLER_ENV = {
     # Ray Train passes it from the driver's environment to its controller; a user's own setting wins.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+LOCAL_CONTROLLER_ENV = {
+    # how often the controller polls its workers (Ray's default: 2 s), which is also how long a finished or failed
+    # group may go unseen; on one machine's embedded Ray a poll of its few workers costs nothing
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+}
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 """Seconds Ray Train's controller waits for the worker group to be placed and started (Ray's default: 60); set from
 cluster.placement_timeout_s, passed on to the controller like CONTROLLER_ENV."""
@@ -112,7 +117,7 @@ def run(job: JobConfig, run_dir: Path) -> Outcome:
         watchdog = nullcontext()
     else:
         watchdog = HangWatchdog(run_dir, t.hang_timeout_s, t.hang_first_step_s, on_node=on_ray_node)
-    for key, value in CONTROLLER_ENV.items():
+    for key, value in (CONTROLLER_ENV | (LOCAL_CONTROLLER_ENV if job.cluster.kind == "local" else {})).items():
         os.environ.setdefault(key, value)
     os.environ[START_TIMEOUT_ENV] = str(job.cluster.placement_timeout_s)
     try:

@@ -1,6 +1,7 @@
 """Paths are made absolute once, at compose time, so config.yaml names files every process reads (Ray Train workers
 and Slurm jobs run in directories of their own); one launcher runs a run directory at a time; a launch refused for
-bad input leaves the run directory as it was."""
+bad input leaves the run directory as it was. The real launch joins a user's Ray cluster, and a local sweep runs
+beside it."""
 
 import errno
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launches import finish, metrics
+from launches import finish, metrics, ray_processes, user_ray_head
 
 from belle.data.generate import SAMPLES_DIR
 from launcher import claim
@@ -158,43 +159,62 @@ def test_a_sweep_of_no_point_is_an_error(cli, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_relative_paths_reach_the_workers_and_a_second_launcher_is_refused(launcher, job, tmp_path):
-    """One real launch started outside the repository, every path relative (model, tokenizer, data, DeepSpeed JSON,
-    cache, run dir): the workers find them all. While it runs, a second launcher on its run dir is refused at once,
-    writes nothing, and the first trains every step once."""
+def test_relative_paths_reach_an_existing_clusters_workers_a_second_launcher_is_refused_and_a_sweep_runs_beside(
+        launcher, job, tmp_path, monkeypatch):
+    """A user's Ray cluster (``ray start --head``) and one real launch joining it (cluster=ray), started outside the
+    repository with every path relative (model, tokenizer, data, DeepSpeed JSON, cache, run dir): the workers, in
+    folders of Ray's, find them all, the run learns and exports, and the cluster stays up. While it runs, a second
+    launcher on its run dir is refused at once, writes nothing, and the first trains every step once. Then, beside
+    the user's cluster, with the shell's RAY_ADDRESS naming it: a local sweep over lora_2m's method and strategy
+    (LoRA, ZeRO-2) on the tiny model, two points one after the other on embedded Rays, the data tokenized once, each
+    point's run dir complete."""
     from belle.model.load import build_model
     from belle.model.tokenizer import tiny_tokenizer
 
     _project(tmp_path)  # the launcher fixture starts commands in tmp_path
     build_model(job().model, "sdpa").save_pretrained(tmp_path / "models" / "pol")
     tiny_tokenizer().save_pretrained(tmp_path / "tok")
-    args = (*RELATIVE, "model.path=models/pol", "model.tokenizer_path=tok", "train.max_steps=8",
-            "monitor.log_every=1", "data.eval_samples=0", "monitor.wandb_mode=offline")
-    run_dir, lock = tmp_path / "runs" / "rel", tmp_path / "runs" / "rel" / ".belle-lock"
-    first = launcher(*args, log=tmp_path / "first.log")
-    deadline = time.monotonic() + 300
-    while not ((run_dir / "plan.json").is_file() and lock.is_file() and f'"pid": {first.pid},' in lock.read_text()):
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.2)
-    written = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "plan.json")}
+    with user_ray_head(monkeypatch) as port:
+        args = (*RELATIVE, "model.path=models/pol", "model.tokenizer_path=tok", "train.max_steps=8",
+                "monitor.log_every=1", "data.eval_samples=0", "monitor.wandb_mode=offline", "cluster=ray",
+                f"cluster.address=127.0.0.1:{port}")
+        run_dir, lock = tmp_path / "runs" / "rel", tmp_path / "runs" / "rel" / ".belle-lock"
+        first = launcher(*args, log=tmp_path / "first.log")
+        deadline = time.monotonic() + 300
+        while not ((run_dir / "plan.json").is_file() and lock.is_file() and f'"pid": {first.pid},' in lock.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        written = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "plan.json")}
 
-    started = time.monotonic()
-    second = launcher(*args, log=tmp_path / "second.log")
-    second.wait(timeout=300)
-    refused_in = time.monotonic() - started
-    assert first.poll() is None, "the first launch ended before the second was checked"
-    output = (tmp_path / "second.log").read_text()
-    assert second.returncode == 2, output[-3000:]
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert errors == [output.splitlines()[-1]] and errors[0].startswith(
-        f"error: launcher.run_dir={run_dir} is in use by another launcher (pid {first.pid} on ")
-    assert errors[0].endswith("wait for it to end or stop it, or set launcher.run_dir to another directory")
-    assert "run dir" not in output and "Ray" not in output, "the second launcher planned nothing, started nothing"
-    assert {name: (run_dir / name).read_bytes() for name in written} == written
-    assert refused_in < 120, refused_in
+        started = time.monotonic()
+        second = launcher(*args, log=tmp_path / "second.log")
+        second.wait(timeout=300)
+        refused_in = time.monotonic() - started
+        assert first.poll() is None, "the first launch ended before the second was checked"
+        output = (tmp_path / "second.log").read_text()
+        assert second.returncode == 2, output[-3000:]
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert errors == [output.splitlines()[-1]] and errors[0].startswith(
+            f"error: launcher.run_dir={run_dir} is in use by another launcher (pid {first.pid} on ")
+        assert errors[0].endswith("wait for it to end or stop it, or set launcher.run_dir to another directory")
+        assert "run dir" not in output and "Ray" not in output, "the second launcher planned nothing, started nothing"
+        assert {name: (run_dir / name).read_bytes() for name in written} == written
+        assert refused_in < 120, refused_in
 
-    finish(first, tmp_path / "first.log")
-    assert [line["step"] for line in metrics(run_dir)] == list(range(1, 9)), "every step logged once"
+        finish(first, tmp_path / "first.log")
+        assert ray_processes(), "the user's cluster is still up"
+        # embedded Rays beside the user's, which the shell names: Ray Train's helper threads must find ours, not
+        # "multiple active Ray instances", and the shell's RAY_ADDRESS is not the embedded cluster's
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"
+        swept = finish(launcher("-m", "+exp=lora_2m", "+smoke=tiny", f"launcher.run_dir={sweep_dir}",
+                                "train.max_steps=3", "optim.warmup_steps=0", "optim.lr=1e-3,2e-3",
+                                "data.max_length=192", log=log), log)
+
+    lines = metrics(run_dir)
+    assert [line["step"] for line in lines] == list(range(1, 9)), "every step logged once"
+    assert lines[-1]["loss"] < lines[0]["loss"] - 0.5
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert {key: _at(config, key) for key in _absolute(tmp_path)} == _absolute(tmp_path)
     assert (config["model"]["path"], config["model"]["tokenizer_path"]) == (f"{tmp_path}/models/pol", f"{tmp_path}/tok")
@@ -202,3 +222,18 @@ def test_relative_paths_reach_the_workers_and_a_second_launcher_is_refused(launc
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(run_dir / "export" / "adapter" / "adapter_model.safetensors").st_mode & 0o777 == 0o666 & ~mask
+
+    assert "Found multiple active Ray instances" not in swept and "Traceback" not in swept, swept[-3000:]
+    assert swept.count("prepared in") == 1 and swept.count("(reused)") == 1, "the data is tokenized once"
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(p["point"], p["status"], p["job_id"]) for p in sweep["points"]] == [(0, "completed", None),
+                                                                                (1, "completed", None)]
+    for point in sweep["points"]:
+        point_dir = Path(point["run_dir"])
+        assert json.loads((point_dir / "summary.json").read_text())["steps"] == 3
+        assert "wandb_group: lr" in (point_dir / "config.yaml").read_text()
+        plan = json.loads((point_dir / "plan.json").read_text())
+        assert (plan["model"]["name"], plan["method"], plan["reference"]["hours_per_epoch"]) == (
+            "tiny_llama", "sft+lora", 7)  # lora_2m's method and paper row on the tiny model
+        assert plan["strategy"]["zero_stage"] == 2 and (point_dir / "export" / "adapter").is_dir()
+    assert (sweep_dir / "multirun.yaml").is_file() and not (tmp_path / "multirun.yaml").exists()

@@ -18,6 +18,8 @@ from launcher.backends.slurm.jobs import ENDED
 pytestmark = [pytest.mark.slurm, pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("slurm_is_up")]
 
 SECRETS = {"WANDB_API_KEY": "wandb-secret-value-1234567890", "HF_TOKEN": "hf_secret_value_0987654321"}
+STEPS = 16
+"""The two-node job's steps: enough to be stopped part-way, once it has trained 3."""
 RAY = ("raylet", "gcs_server", "ray::", "slurm.node", "slurm.driver")
 # every CPU job of the demo on the two dev nodes: one worker per node, a few steps, W&B offline
 SMALL = ("cluster=slurm", "cluster.cpu_workers_per_node=1", "monitor.log_every=1", "monitor.wandb_mode=offline",
@@ -107,18 +109,19 @@ def test_a_two_node_job_trains_is_preempted_requeues_and_resumes(submit, tmp_pat
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # nothing listens there
     name = "two nodes \"$(touch pwned)\" `touch pwned2`"
     run_dir = tmp_path / "runs" / "a b '$(touch pwned3)'"
-    out = submit("cluster.nodes=2", "train.max_steps=40", "train.save_every=100", f"launcher.name={_quoted(name)}",
-                 f"launcher.run_dir={_quoted(str(run_dir))}")
+    out = submit("cluster.nodes=2", f"train.max_steps={STEPS}", "train.save_every=100",
+                 f"launcher.name={_quoted(name)}", f"launcher.run_dir={_quoted(str(run_dir))}")
     job_id = _job_id(out)
     log_file = run_dir / "slurm" / f"job-{job_id}.log"
     assert f"run dir    {run_dir}" in out.stdout and f"log        {log_file}" in out.stdout
     deadline = time.time() + 300
-    while not (log_file.is_file() and "step 3/40 " in log_file.read_text()):
+    while not (log_file.is_file() and f"step 3/{STEPS} " in log_file.read_text()):
         assert time.time() < deadline and _state(job_id).get("JobState") not in ENDED, "the job did not train"
         time.sleep(0.5)
     first = log_file.read_text()
     assert "node1: Ray head" in first and "node2: Ray worker" in first
-    assert first.index("Ray is up: 2 nodes (node1 node2), 2 workers") < first.index("step 1/40 ")  # joined, trained
+    # joined, then trained
+    assert first.index("Ray is up: 2 nodes (node1 node2), 2 workers") < first.index(f"step 1/{STEPS} ")
     # what Slurm's --signal=B:USR1@N does before the time limit, now
     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True)
     deadline = time.time() + 300
@@ -132,18 +135,26 @@ def test_a_two_node_job_trains_is_preempted_requeues_and_resumes(submit, tmp_pat
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log[-3000:]
     assert state["NodeList"] == "node[1-2]"
     saved = int(re.search(r"stopped on request after saving step (\d+)", log).group(1))
-    assert 3 <= saved < 40 and "attempt 2" in log and f"step {saved + 1}/40 " in log
-    assert all(log.count(f"step {step}/40 ") == 1 for step in range(1, 41)), "a step was trained twice"
+    assert 3 <= saved < STEPS and "attempt 2" in log and f"step {saved + 1}/{STEPS} " in log
+    assert all(log.count(f"step {step}/{STEPS} ") == 1 for step in range(1, STEPS + 1)), "a step was trained twice"
     assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == \
-        list(range(1, 41))
+        list(range(1, STEPS + 1))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 40
+    assert summary["status"] == "completed" and summary["steps"] == STEPS
     run_id = (run_dir / "wandb_id").read_text().strip()
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # one W&B run, two attempts
     _wait_until_no_ray_is_left()
     assert not list(tmp_path.rglob("pwned*")), "a value ran as a command"
     everything = _files_text(run_dir)
     assert not any(secret in everything for secret in SECRETS.values()), "a secret was written to the run dir"
+    # the job's records, as `launcher.jobs` shows them
+    listed = subprocess.run([sys.executable, "-m", "launcher.jobs", "list"], capture_output=True, text=True)
+    assert re.search(rf"^{job_id}\s.*\sCOMPLETED\s+completed\s+{STEPS}\s", listed.stdout, re.M), listed.stdout
+    status = subprocess.run([sys.executable, "-m", "launcher.jobs", "status", job_id], capture_output=True, text=True)
+    assert "slurm      COMPLETED" in status.stdout and f"run        completed: {STEPS} steps" in status.stdout
+    logs = subprocess.run([sys.executable, "-m", "launcher.jobs", "logs", job_id, "-n", "5"], capture_output=True,
+                          text=True)
+    assert f"job {job_id} attempt 2 ended with exit code 0" in logs.stdout, logs.stdout
 
 
 def test_a_node_that_never_joins_fails_the_job_in_time_naming_it(submit, tmp_path):
@@ -207,40 +218,32 @@ def test_a_node_whose_ray_ends_fails_the_job_at_once_naming_it(submit, tmp_path)
     _wait_until_no_ray_is_left()
 
 
-def test_sweep_submits_one_job_per_point_and_records_them(submit, tmp_path):
-    sweep_dir = tmp_path / "lr-sweep"
-    out = submit(f"launcher.run_dir={sweep_dir}", "train.max_steps=6", "optim.lr=1e-3,2e-3", multirun=True)
+def test_a_sweep_submits_one_waiting_job_per_point_records_them_and_cancels_them(submit, tmp_path):
+    """Each point a job of its own (held for an hour by --begin, so none runs), recorded in sweep.json and the job
+    records; a point's run dir is refused to another launch while its job waits; `launcher.jobs cancel` ends it."""
+    sweep_dir, later = tmp_path / "lr-sweep", "cluster.sbatch_extra=['--begin=now+3600']"
+    out = submit(f"launcher.run_dir={sweep_dir}", "train.max_steps=6", "optim.lr=1e-3,2e-3", later, multirun=True)
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     assert [p["point"] for p in sweep["points"]] == [0, 1] and out.stdout.count("submitted  Slurm job") == 2
-    for point in sweep["points"]:
-        assert _wait_for_end(point["job_id"])["JobState"] == "COMPLETED"
-        run_dir = Path(point["run_dir"])
-        assert run_dir == sweep_dir / str(point["point"])
-        assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-        assert f"optim.lr={(0.001, 0.002)[point['point']]}" in point["overrides"]
-        config = (run_dir / "config.yaml").read_text()
-        assert "wandb_group: lr-sweep" in config
-
     listed = subprocess.run([sys.executable, "-m", "launcher.jobs", "list"], capture_output=True, text=True)
     for point in sweep["points"]:
-        row = rf"^{point['job_id']}\s+lr-sweep-{point['point']}\s+COMPLETED\s+completed\s+6\s"
-        assert re.search(row, listed.stdout, re.M), listed.stdout
-    first = sweep["points"][0]["job_id"]
-    status = subprocess.run([sys.executable, "-m", "launcher.jobs", "status", first], capture_output=True, text=True)
-    assert "slurm      COMPLETED" in status.stdout and "run        completed: 6 steps" in status.stdout
-    logs = subprocess.run([sys.executable, "-m", "launcher.jobs", "logs", first, "-n", "5"], capture_output=True,
-                          text=True)
-    assert f"job {first} attempt 1 ended with exit code 0" in logs.stdout
+        assert _state(point["job_id"])["JobState"] == "PENDING"
+        assert re.search(rf"^{point['job_id']}\s+lr-sweep-{point['point']}\s+PENDING\s", listed.stdout, re.M), \
+            listed.stdout
+        run_dir = Path(point["run_dir"])
+        assert run_dir == sweep_dir / str(point["point"])
+        assert f"optim.lr={(0.001, 0.002)[point['point']]}" in point["overrides"]
+        assert "wandb_group: lr-sweep" in (run_dir / "config.yaml").read_text()
 
-
-def test_cancel_a_waiting_job(submit, tmp_path):
-    later = ("cluster.sbatch_extra=['--begin=now+3600']", f"launcher.run_dir={tmp_path / 'later'}")
-    job_id = _job_id(submit(*later))
-    assert _state(job_id)["JobState"] == "PENDING"
-    again = subprocess.run([sys.executable, "-m", "launcher", *SMALL, *later], capture_output=True, text=True)
-    assert again.returncode == 2 and f"is in use by Slurm job {job_id} (PENDING)" in again.stderr, again.stderr
-    cancel = subprocess.run([sys.executable, "-m", "launcher.jobs", "cancel", job_id], capture_output=True, text=True)
-    assert cancel.returncode == 0 and f"cancelled Slurm job {job_id}" in cancel.stdout
-    assert _wait_for_end(job_id, timeout=30)["JobState"] == "CANCELLED"
+    first = sweep["points"][0]
+    again = subprocess.run([sys.executable, "-m", "launcher", *SMALL, f"launcher.run_dir={first['run_dir']}"],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and f"is in use by Slurm job {first['job_id']} (PENDING)" in again.stderr, \
+        again.stderr
+    for point in sweep["points"]:
+        cancel = subprocess.run([sys.executable, "-m", "launcher.jobs", "cancel", point["job_id"]],
+                                capture_output=True, text=True)
+        assert cancel.returncode == 0 and f"cancelled Slurm job {point['job_id']}" in cancel.stdout
+        assert _wait_for_end(point["job_id"], timeout=30)["JobState"] == "CANCELLED"
     missing = subprocess.run([sys.executable, "-m", "launcher.jobs", "status", "nope"], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no job 'nope' was submitted from here")
