@@ -3,7 +3,7 @@ straight to the run directory (shared storage on multi-node jobs, so no local co
 ``checkpoints/latest`` names the newest complete one. It moves only after every rank has finished writing, so a job
 killed mid-save resumes from the previous checkpoint, and a checkpoint damaged later (a truncated or lost shard) is
 passed over for the previous intact one, as is a ``latest`` that is damaged or names anything but a checkpoint
-folder; older checkpoints are removed beyond ``keep_last``.
+folder; beyond the newest ``keep_last`` intact checkpoints, by step, older ones are removed.
 """
 
 import json
@@ -126,5 +126,18 @@ def commit(run_dir: Path, step: int, keep_last: int) -> None:
     sizes = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
     write_atomic(folder / MANIFEST, json.dumps(sizes, indent=0))
     write_atomic(checkpoints / LATEST, json.dumps({"step": step, "dir": step_dir_name(step)}))
-    for old in sorted(checkpoints.glob("step-*"))[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    _prune(checkpoints, step, keep_last)
+
+
+def _prune(checkpoints: Path, step: int, keep_last: int) -> None:
+    """Keep the ``keep_last`` newest checkpoints a resume could use, counted by step from ``step`` (just committed)
+    down; remove the other step folders: damaged ones, and those of later steps (left by a run that resumed from an
+    older checkpoint: unfinished, damaged, or of the history it abandoned). Symlinks are neither followed nor
+    removed."""
+    folders = [f for f in checkpoints.glob("step-*") if _STEP.fullmatch(f.name) and f.is_dir() and not f.is_symlink()]
+    kept = 0
+    for folder in sorted(folders, key=lambda f: int(f.name[5:]), reverse=True):
+        if int(folder.name[5:]) <= step and kept < keep_last and _damage(folder, legacy=True) is None:
+            kept += 1
+        else:
+            shutil.rmtree(folder, ignore_errors=True)

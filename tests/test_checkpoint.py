@@ -1,4 +1,5 @@
-"""Resume picks the newest intact checkpoint: a damaged or lost newest one gives way to the one before."""
+"""Resume picks the newest intact checkpoint: a damaged or lost newest one gives way to the one before; a save keeps
+the newest ``keep_last`` intact ones, by step."""
 
 import json
 
@@ -53,3 +54,43 @@ def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     with pytest.raises(checkpoint.CheckpointError,
                        match="no checkpoint in .* can be resumed from .*set launcher.run_dir to a new directory"):
         checkpoint.latest(tmp_path)
+
+
+def _commit(run_dir, step: int, keep_last: int) -> None:
+    """What checkpoint.save does around the ranks' writes, for one rank."""
+    folder = checkpoint.begin(run_dir, step)
+    (folder / "state").mkdir()
+    (folder / "state" / "rank0.pt").write_bytes(b"c" * 100)
+    checkpoint.commit(run_dir, step, keep_last)
+
+
+def _steps(run_dir) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
+
+
+def test_a_save_after_resuming_from_an_older_checkpoint_keeps_that_one_not_the_unfinished_newer_one(tmp_path):
+    _saved(tmp_path, 10, {"rank0.pt": b"a" * 100})
+    (tmp_path / "checkpoints" / "step-000015" / "state").mkdir(parents=True)  # a save killed half-way: no manifest
+    assert checkpoint.latest(tmp_path).name == "step-000010"
+    _commit(tmp_path, 12, keep_last=2)
+    assert _steps(tmp_path) == ["step-000010", "step-000012"]
+    _commit(tmp_path, 14, keep_last=1)
+    assert _steps(tmp_path) == ["step-000014"] and checkpoint.latest(tmp_path).name == "step-000014"
+
+
+def test_damaged_and_symlinked_step_folders_do_not_count_and_symlinks_are_left_alone(tmp_path):
+    _saved(tmp_path, 5, {"rank0.pt": b"a" * 100})
+    _saved(tmp_path, 8, {"rank0.pt": b"b" * 100})
+    (tmp_path / "checkpoints" / "step-000008" / "state" / "rank0.pt").write_bytes(b"b")  # truncated
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "checkpoints" / "step-000009").symlink_to(elsewhere)
+    _commit(tmp_path, 11, keep_last=2)
+    assert _steps(tmp_path) == ["step-000005", "step-000009", "step-000011"] and elsewhere.is_dir()
+    assert (tmp_path / "checkpoints" / "step-000009").is_symlink()
+
+
+def test_checkpoints_are_ordered_by_step_past_six_digits(tmp_path):
+    _saved(tmp_path, 999_999, {"rank0.pt": b"a" * 100})
+    _commit(tmp_path, 1_000_000, keep_last=1)
+    assert _steps(tmp_path) == ["step-1000000"]
