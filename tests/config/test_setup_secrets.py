@@ -7,6 +7,7 @@ import pytest
 from belle.config import ClusterConfig
 
 SECRET_VALUE = "hf_abc123"
+TOKEN = "hf_" + "a1B2" * 8  # shaped like a Hugging Face token
 
 FIX = ("a literal value (entry {n}), which would be written to config.yaml, the sbatch script and the console: "
        "export it in your shell before submitting (the job inherits your environment) and write ${name} there, or "
@@ -40,6 +41,23 @@ def test_a_literal_credential_in_a_setup_line_is_refused(line, gives, name):
     assert SECRET_VALUE not in message and "\n" not in message
 
 
+@pytest.mark.parametrize("line, what", [
+    (f'curl -H "Authorization: Bearer {TOKEN}" https://example.com/x', "an Authorization header"),
+    (f"git clone https://user:{TOKEN}@example.com/repo.git", "a password in a URL"),
+    (f"echo {TOKEN} > ~/.cache/huggingface/token", "a Hugging Face token (hf_…)"),
+    (f"printf %s {TOKEN} | huggingface-cli login --token-stdin", "a Hugging Face token (hf_…)"),
+    (f'bash -c "export HF_TOKEN={TOKEN}"', "a Hugging Face token (hf_…)"),
+    (f"tool -t ghp_{'x' * 36}", "a GitHub token"),
+    (f"export AWS_ACCESS_KEY_ID=AKIA{'A' * 16}", "an AWS access key"),
+])
+def test_text_shaped_like_a_credential_is_refused_whatever_carries_it(line, what):
+    with pytest.raises(ValueError) as refused:
+        ClusterConfig(kind="slurm", setup=[line])
+    message = str(refused.value)
+    assert message == f"cluster.setup holds {what} as " + FIX.format(n=1, name="TOKEN")
+    assert TOKEN not in message and "\n" not in message
+
+
 @pytest.mark.parametrize("key, line, gives", [
     ("sbatch_extra", f"--export=ALL,HF_TOKEN={SECRET_VALUE}", "sets HF_TOKEN to"),
     ("srun_args", f"--container-env-token={SECRET_VALUE}", "passes --container-env-token"),
@@ -67,6 +85,12 @@ def test_a_literal_credential_in_other_written_lines_is_refused(key, line, gives
     "docker login registry.example.com",
     "docker login --password-stdin ghcr.io < ~/.ghcr",
     "tool --password-file ~/.pw",
+    'curl -H "Authorization: Bearer $HF_TOKEN" https://example.com/x',
+    "git clone https://github.com/org/repo.git",
+    "git clone https://user@example.com/repo.git",
+    'git clone "https://user:$GIT_TOKEN@example.com/repo.git"',
+    "git checkout 0123456789abcdef0123456789abcdef01234567",
+    "pip install --index-url http://localhost:8080/simple pkg",
 ])
 def test_lines_that_only_refer_to_a_credential_stay_allowed(line):
     assert ClusterConfig(kind="slurm", setup=[line]).setup == [line]
