@@ -31,7 +31,7 @@ from belle.data.template import eos_token_id
 from belle.plan import RecipePlan
 from belle.recipes import common
 from belle.rlhf.inputs import check_role_models, check_roles_resume, prompt_source, refuse_unread
-from belle.rlhf.state import check_resume, frozen_fingerprints, ppo_steps, read_controller
+from belle.rlhf.state import check_resume, frozen_fingerprints, ppo_steps, prompts_fingerprint, read_controller
 from belle.rundir import CONTROLLER, write_atomic
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     moments = RunningMoments()
     state = {"step": 0, "prompt_cursor": 0, "first_response_length": None, "reward_mean": None, "kl_mean": None,
              "stopped": None}
-    frozen = frozen_fingerprints(job)
+    frozen, prompted = frozen_fingerprints(job), prompts_fingerprint(job)
     folder = checkpoint.latest(run_dir)
     if folder is not None:
         check_resume(job, folder, worlds)
@@ -177,7 +177,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
         for role in TRAINED_ROLES:
             roles.call(role, "save", folder=str(folder / role), phase="save")
         placed = {role: {"world": world, "zero_stage": zero_stage(job, role)} for role, world in worlds.items()}
-        controller = state | {"epoch": stream.epoch, "roles": placed, "frozen": frozen,
+        controller = state | {"epoch": stream.epoch, "roles": placed, "frozen": frozen, "prompts": prompted,
                               "kl_controller": kl_ctl.state_dict(), "reward_moments": moments.state_dict()}
         write_atomic(folder / CONTROLLER, json.dumps(controller, indent=2) + "\n")
         checkpoint.commit(run_dir, state["step"], job.train.keep_last)

@@ -1,13 +1,14 @@
 """PPO's state between steps and across attempts: the run's step count, the controller's state in a checkpoint
 (controller.json) and the checks that refuse a resume the saved roles cannot continue."""
 
+import hashlib
 import json
 from pathlib import Path
 
 from belle.config import JobConfig
 from belle.config._checks import require
 from belle.config.ppo import TRAINED_ROLES, frozen_roles, ppo_settings, role_model_source, zero_stage
-from belle.data.records import iter_records
+from belle.data.records import iter_records, resolve_paths
 from belle.rundir import CONTROLLER
 
 
@@ -32,10 +33,17 @@ def read_controller(folder: Path) -> dict:
 
 def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int]) -> None:
     """Refuse to resume checkpoint ``folder`` with a trained role on another world size or ZeRO stage (``worlds``:
-    role → ranks), or with a frozen role's model folder changed since the save."""
+    role → ranks), with other prompts than it was saved with (its prompt position would continue in other
+    prompts), or with a frozen role's model folder changed since the save."""
     saved = read_controller(folder)
     for role in TRAINED_ROLES:
         check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
+    require(
+        saved.get("prompts") in (None, prompts_fingerprint(job)),  # None: saved before prompts were fingerprinted
+        f"checkpoint {Path(folder).name} was trained on the prompts of data.path={job.data.path} as they were then, "
+        "but their files have changed since: put them back as they were to resume, or start a new run on the new "
+        "prompts (launcher.run_dir=<a new folder>)",
+    )
     now = frozen_fingerprints(job)
     for role, was in saved.get("frozen", {}).items():
         model, key = role_model_source(job, role)
@@ -45,6 +53,17 @@ def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int]) -> None:
             "weight files have changed since: put that folder back as it was, or start a new run "
             "(launcher.run_dir=<a new folder>)",
         )
+
+
+def prompts_fingerprint(job: JobConfig) -> str:
+    """SHA-256 of the bytes of data.path's files, in the order they are read: kept in controller.json so that a
+    resume can tell prompts replaced since the save (a touched or copied file with the same bytes resumes)."""
+    digest = hashlib.sha256()
+    for path in resolve_paths(job.data.path):
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def frozen_fingerprints(job: JobConfig) -> dict[str, dict | None]:

@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 from belle import checkpoint
 from belle.model.architecture import check_model_path, check_same_tokenizer, folder_fingerprint
 from belle.model.tokenizer import tiny_tokenizer
-from belle.rlhf.state import check_resume, frozen_fingerprints
+from belle.rlhf.state import check_resume, frozen_fingerprints, prompts_fingerprint
 from belle.rundir import CONTROLLER
 from launcher.app import run
 from launcher.errors import explain
@@ -96,7 +96,8 @@ def _checkpoint(run_dir, job, step=2, worlds=WORLDS, stage=3):
     """A PPO checkpoint of ``step`` as the controller writes it (its controller.json; no role states)."""
     folder = checkpoint.begin(run_dir, step)
     roles = {role: {"world": world, "zero_stage": stage} for role, world in worlds.items()}
-    (folder / CONTROLLER).write_text(json.dumps({"step": step, "roles": roles, "frozen": frozen_fingerprints(job)}))
+    (folder / CONTROLLER).write_text(json.dumps({"step": step, "roles": roles, "frozen": frozen_fingerprints(job),
+                                                 "prompts": prompts_fingerprint(job)}))
     checkpoint.commit(run_dir, step, keep_last=2)
     return folder
 
@@ -132,6 +133,24 @@ def test_a_resume_with_a_changed_frozen_folder_is_refused(job, tmp_path):
     assert _resume_error(j, saved) == (
         f"checkpoint step-000002 was saved with method.ppo.reward_model={folder} as it was then, but its config.json "
         "or weight files have changed since: put that folder back as it was, or start a new run "
+        "(launcher.run_dir=<a new folder>)")
+
+
+def test_a_resume_on_replaced_prompts_is_refused_and_a_touched_file_resumes(job, tmp_path):
+    from belle.data.generate import SAMPLES_DIR
+
+    prompts = tmp_path / "prompts.jsonl"
+    lines = (SAMPLES_DIR / "prompts.jsonl").read_text().splitlines(keepends=True)
+    prompts.write_text("".join(lines))
+    j = job(*PPO, f"data.path={prompts}")
+    saved = _checkpoint(tmp_path / "run", j)
+    os.utime(prompts, ns=(prompts.stat().st_atime_ns, prompts.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    check_resume(j, saved, WORLDS)
+
+    prompts.write_text("".join(reversed(lines)))  # the same prompts in another order: other prompts at the cursor
+    assert _resume_error(j, saved) == (
+        f"checkpoint step-000002 was trained on the prompts of data.path={prompts} as they were then, but their files "
+        "have changed since: put them back as they were to resume, or start a new run on the new prompts "
         "(launcher.run_dir=<a new folder>)")
 
 
