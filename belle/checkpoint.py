@@ -55,6 +55,11 @@ def latest(run_dir: Path, on_skip: Callable[[Path, str], None] | None = None) ->
     )
 
 
+def say_skipped(folder: Path, why: str) -> None:
+    """The console line for a checkpoint ``latest`` passes over (its ``on_skip``, from one process of the run)."""
+    print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before", flush=True)
+
+
 _STEP = re.compile(r"step-[0-9]+")
 """The name of a checkpoint folder (step_dir_name)."""
 

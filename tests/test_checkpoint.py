@@ -94,3 +94,12 @@ def test_checkpoints_are_ordered_by_step_past_six_digits(tmp_path):
     _saved(tmp_path, 999_999, {"rank0.pt": b"a" * 100})
     _commit(tmp_path, 1_000_000, keep_last=1)
     assert _steps(tmp_path) == ["step-1000000"]
+
+
+def test_a_passed_over_checkpoint_is_said_in_one_line(tmp_path, capsys):
+    _saved(tmp_path, 5, {"rank0.pt": b"a" * 100})
+    _saved(tmp_path, 10, {"rank0.pt": b"b" * 100})
+    (tmp_path / "checkpoints" / "step-000010" / "state" / "rank0.pt").unlink()
+    assert checkpoint.latest(tmp_path, on_skip=checkpoint.say_skipped).name == "step-000005"
+    assert capsys.readouterr().out == ("warning: checkpoint step-000010 cannot be resumed from (state/rank0.pt is "
+                                       "missing): trying the one before\n")

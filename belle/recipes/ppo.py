@@ -159,7 +159,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     state = {"step": 0, "prompt_cursor": 0, "first_response_length": None, "reward_mean": None, "kl_mean": None,
              "stopped": None}
     frozen, prompted = frozen_fingerprints(job), prompts_fingerprint(job)
-    folder = checkpoint.latest(run_dir)
+    folder = checkpoint.latest(run_dir, on_skip=checkpoint.say_skipped)  # the roles load the same folder, silently
     if folder is not None:
         check_resume(job, folder, worlds)
         saved = read_controller(folder)

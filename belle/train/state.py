@@ -43,12 +43,7 @@ def load_engine(engine, folder: Path, rank: int) -> dict:
 def resume(engine, run_dir: Path, state: dict, rank: int) -> Path | None:
     """Load the run's newest intact checkpoint into ``engine`` and ``state`` (the keys it has) and this rank's random
     state; return its folder, or None when the run starts fresh."""
-    def skipped(folder: Path, why: str) -> None:
-        if rank == 0:
-            print(f"warning: checkpoint {folder.name} cannot be resumed from ({why}): trying the one before",
-                  flush=True)
-
-    directory = checkpoint.latest(run_dir, on_skip=skipped)
+    directory = checkpoint.latest(run_dir, on_skip=checkpoint.say_skipped if rank == 0 else None)
     if directory is None:
         return None
     saved = load_engine(engine, directory, rank)
