@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_smoke_stages_run_on_cpu(tmp_path, workers_env):
     out = tmp_path / "smoke.json"
-    done = subprocess.run([sys.executable, "bench/gpu_smoke.py", "--cpu", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    # every stage but the plain ZeRO-2 recipe, whose code is the compiled one's without strategy.compile
+    only = "env,gpu_tests,recipe_zero3_lora,recipe_zero2_compiled,attention"
+    done = subprocess.run([sys.executable, "bench/gpu_smoke.py", "--cpu", "--only", only, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     stages = json.loads(out.read_text())["stages"]
     assert done.returncode == 0, {name: stage.get("error") for name, stage in stages.items()}
-    assert list(stages) == ["env", "gpu_tests", "recipe_zero2", "recipe_zero3_lora", "recipe_zero2_compiled",
-                            "attention"]
-    for kind in ("zero2", "zero3_lora", "zero2_compiled"):
+    assert list(stages) == only.split(",")
+    for kind in ("zero3_lora", "zero2_compiled"):
         recipe = stages[f"recipe_{kind}"]
         assert recipe["losses"][-1] < recipe["losses"][0] and recipe["export"], kind
     variants = stages["attention"]["variants"]
