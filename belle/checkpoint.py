@@ -39,7 +39,7 @@ def latest(run_dir: Path, on_skip: Callable[[Path, str], None] | None = None) ->
     if untrusted and on_skip:
         on_skip(pointer, untrusted)
     steps = {f for f in checkpoints.glob("step-*") if _STEP.fullmatch(f.name)}
-    candidates = sorted(steps | ({named} if named else set()), key=lambda f: int(f.name[5:]), reverse=True)
+    candidates = sorted(steps | ({named} if named else set()), key=_step_of, reverse=True)
     for folder in candidates[candidates.index(named) if named else 0:]:
         why = _damage(folder, legacy=folder == named)
         if why is None:
@@ -62,6 +62,11 @@ def say_skipped(folder: Path, why: str) -> None:
 
 _STEP = re.compile(r"step-[0-9]+")
 """The name of a checkpoint folder (step_dir_name)."""
+
+
+def _step_of(folder: Path) -> int:
+    """The step of a checkpoint folder named by step_dir_name."""
+    return int(folder.name.removeprefix("step-"))
 
 
 def _named(pointer: Path) -> tuple[Path | None, str | None]:
@@ -141,8 +146,8 @@ def _prune(checkpoints: Path, step: int, keep_last: int) -> None:
     removed."""
     folders = [f for f in checkpoints.glob("step-*") if _STEP.fullmatch(f.name) and f.is_dir() and not f.is_symlink()]
     kept = 0
-    for folder in sorted(folders, key=lambda f: int(f.name[5:]), reverse=True):
-        if int(folder.name[5:]) <= step and kept < keep_last and _damage(folder, legacy=True) is None:
+    for folder in sorted(folders, key=_step_of, reverse=True):
+        if _step_of(folder) <= step and kept < keep_last and _damage(folder, legacy=True) is None:
             kept += 1
         else:
             shutil.rmtree(folder, ignore_errors=True)

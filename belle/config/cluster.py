@@ -45,8 +45,12 @@ def _literal_credential(key: str, number: int, what: str) -> str:
     """The refusal of cluster.<key> entry ``number``, which gives ``what`` (a variable name, an option, ``login``'s
     argument, a credential's shape) a literal credential."""
     name = what if what.isidentifier() else "TOKEN"
-    gives = f"sets {what} to" if what.isidentifier() else f"passes {what}" if what.startswith(("-", "the ")) else (
-        f"holds {what} as")
+    if what.isidentifier():
+        gives = f"sets {what} to"
+    elif what.startswith(("-", "the ")):  # an option, login's argument
+        gives = f"passes {what}"
+    else:  # a credential's shape
+        gives = f"holds {what} as"
     return (
         f"cluster.{key} {gives} a literal value (entry {number}), which would be written to config.yaml, the sbatch "
         f"script and the console: export it in your shell before submitting (the job inherits your environment) and "

@@ -161,7 +161,7 @@ def train(job: JobConfig, run_dir: Path, roles: RoleCalls) -> dict:
     frozen, prompted = frozen_fingerprints(job), prompts_fingerprint(job)
     folder = checkpoint.latest(run_dir, on_skip=checkpoint.say_skipped)  # the roles load the same folder, silently
     if folder is not None:
-        check_resume(job, folder, worlds)
+        check_resume(job, folder, worlds, prompts=prompted)
         saved = read_controller(folder)
         state |= {key: saved[key] for key in state}
         kl_ctl.load_state_dict(saved["kl_controller"])

@@ -31,15 +31,17 @@ def read_controller(folder: Path) -> dict:
     return json.loads((Path(folder) / CONTROLLER).read_text())
 
 
-def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int]) -> None:
+def check_resume(job: JobConfig, folder: Path, worlds: dict[str, int], prompts: str | None = None) -> None:
     """Refuse to resume checkpoint ``folder`` with a trained role on another world size or ZeRO stage (``worlds``:
     role → ranks), with other prompts than it was saved with (its prompt position would continue in other
-    prompts), or with a frozen role's model folder changed since the save."""
+    prompts; ``prompts``: their prompts_fingerprint where the caller has it), or with a frozen role's model folder
+    changed since the save."""
     saved = read_controller(folder)
     for role in TRAINED_ROLES:
         check_resumable(saved, folder, role, worlds[role], zero_stage(job, role))
+    was = saved.get("prompts")  # None: saved before prompts were fingerprinted
     require(
-        saved.get("prompts") in (None, prompts_fingerprint(job)),  # None: saved before prompts were fingerprinted
+        was is None or was == (prompts or prompts_fingerprint(job)),
         f"checkpoint {Path(folder).name} was trained on the prompts of data.path={job.data.path} as they were then, "
         "but their files have changed since: put them back as they were to resume, or start a new run on the new "
         "prompts (launcher.run_dir=<a new folder>)",
