@@ -16,7 +16,6 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/wandb_id, wandb/       the W&B run's id and its local files
     <run_dir>/preview.jsonl          launcher.preview's samples
     <run_dir>/sweep.json             a sweep's points (in the sweep's directory)
-    <run_dir>/ray/                   Ray Train's own records
     <run_dir>/slurm/                 the sbatch script, the job's log, its Ray head's address
 """
 
@@ -66,7 +65,6 @@ STOPPED = "stopped"
 WANDB_ID = "wandb_id"
 PREVIEW = "preview.jsonl"
 SWEEP = "sweep.json"
-RAY = "ray"
 SLURM_SCRIPT = "slurm/job.sbatch"
 SLURM_LOG = "slurm/job-%j.log"
 """Slurm's --output pattern (%j: the job id)."""

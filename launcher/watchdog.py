@@ -3,8 +3,9 @@
 It runs in the launcher beside the training workers and reads their heartbeats (belle.heartbeat). When no rank has
 finished a step for ``train.hang_timeout_s`` (``train.hang_first_step_s`` until the first step of an attempt is done:
 model loading, compilation), it writes every rank's Python stack (py-spy) to ``<run_dir>/hang/``, names the stalled
-rank(s), their node and step in one line, and kills every rank's process. The worker group then fails: Ray Train
-restarts it from the latest checkpoint within ``train.max_failures``, or the run fails with that line.
+rank(s), their node and step in one line, and kills every rank's process. The worker group then fails: the backend
+(launcher.backends.spmd) restarts it from the latest checkpoint within ``train.max_failures``, or the run fails
+with that line.
 """
 
 from __future__ import annotations
@@ -61,15 +62,15 @@ class HangWatchdog:
             if beats and time.monotonic() - advanced > allowance:
                 hang = self._act(beats, allowance, started)
                 if hang:
-                    self.hang = hang
                     print(f"error: {hang}", file=sys.stderr, flush=True)
                 shutil.rmtree(self.run_dir / PROGRESS, ignore_errors=True)  # the next attempt's ranks write their own
                 seen.clear()
                 advanced = time.monotonic()
 
     def _act(self, beats: dict[int, dict], allowance: float, started: bool) -> str | None:
-        """Stacks to hang/, the stalled ranks named, every rank killed; the one-line reason. None when every rank's
-        process is gone already: the heartbeats are a failed attempt's, and Ray Train is starting the next one."""
+        """Stacks to hang/, the stalled ranks named in ``hang`` (set before any rank is killed, so whoever sees a rank
+        die can read why), every rank killed; the one-line reason. None when every rank's process is gone already: the
+        heartbeats are a failed attempt's, and the next one is starting."""
         found = {rank: self.on_node(beat["node"], inspect_process, (beat["pid"],)) for rank, beat in beats.items()}
         if all(state.startswith("gone") for state, _ in found.values()):
             return None
@@ -89,13 +90,14 @@ class HangWatchdog:
         if not suspects:  # all wait in collectives: the ones behind are the ones the others wait for
             low = min(beat["step"] for beat in beats.values())
             suspects = [(rank, beat, "waiting") for rank, beat in sorted(beats.items()) if beat["step"] == low]
-        for beat in beats.values():
-            self.on_node(beat["node"], kill_process, (beat["pid"],))
         named = "; ".join(f"rank {rank} on {beat['node']} (pid {beat['pid']}, {state}) after step {beat['step']}"
                           for rank, beat, state in suspects)
         key, what = ("train.hang_timeout_s", "step") if started else ("train.hang_first_step_s", "first step")
-        return (f"hang: no rank finished a {what} for {allowance:g} s: stalled {named}; every rank's stack is in "
-                f"{folder}: fix the stall, or raise {key} if a step really takes that long")
+        self.hang = (f"hang: no rank finished a {what} for {allowance:g} s: stalled {named}; every rank's stack is in "
+                     f"{folder}: fix the stall, or raise {key} if a step really takes that long")
+        for beat in beats.values():
+            self.on_node(beat["node"], kill_process, (beat["pid"],))
+        return self.hang
 
 
 def _here(node: str, action: Callable, args: tuple):

@@ -25,18 +25,16 @@ def _worker(rank: int, world: int, port: int, env: dict, cwd: str, fn, args: tup
     import torch
     import torch.distributed as dist
 
-    from belle.train.worker import join_world
+    from belle.train.worker import export_world, join_world
 
     os.environ.clear()
-    os.environ.update(env | {
-        "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-    })
+    os.environ.update(env)
+    export_world("127.0.0.1", port, rank, world)
     tempfile.tempdir = None  # TMPDIR is the test's, not the forkserver's
     os.chdir(cwd)
     torch.set_num_threads(1)
     try:
-        join_world()  # as a Ray Train worker starts: in its world before the function runs
+        join_world(timeout_s=600)  # as a launcher's worker starts: in its world before the function runs
         results[rank] = fn(*args)
     finally:
         if dist.is_initialized():

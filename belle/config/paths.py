@@ -1,5 +1,5 @@
 """Config fields that hold file system paths: declared once with ``path_field``, made absolute at compose time
-(launcher.compose), so every process of a run (Ray Train workers, a Slurm job) reads the same files wherever its
+(launcher.compose), so every process of a run (Ray workers, a Slurm job) reads the same files wherever its
 working directory is."""
 
 import os

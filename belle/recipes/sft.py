@@ -43,7 +43,7 @@ def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
 
 
 def train(job: JobConfig, run_dir: Path) -> dict:
-    """Train ``job`` in this worker of an initialised torch.distributed world (the launcher's Ray Train workers),
+    """Train ``job`` in this worker of an initialised torch.distributed world (the launcher's Ray workers),
     resuming from the run's latest checkpoint when there is one. Rank 0 logs metrics, W&B and progress; every rank
     takes part in checkpoints and the export. A stop request (belle.stop) saves the last step and returns early.
     Returns the final step, loss and eval loss (the same on every rank)."""

@@ -37,10 +37,9 @@ class RoleHost:
         import torch.distributed as dist
 
         from belle.rlhf.roles import Worker
-        from belle.train.worker import start_worker, worker_attention
+        from belle.train.worker import export_world, start_worker, worker_attention
 
-        os.environ |= {"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port), "RANK": str(self.rank),
-                       "WORLD_SIZE": str(self.world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+        export_world(self.master_addr, self.master_port, self.rank, self.world)
         if dist.is_initialized():  # LocalRoles again in the same process: the world of one stays
             require(dist.get_world_size() == self.world,
                     f"pool {self.pool}: this process already belongs to a world of {dist.get_world_size()}")

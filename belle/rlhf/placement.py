@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from belle.config import LoraConfig, ModelConfig
-from belle.config._checks import require
 from belle.monitor.progress import short_count
 
 
@@ -119,14 +118,6 @@ class Placement:
         """The pool hosting ``role``."""
         return next(p for p in self.pools if role in p.roles)
 
-    def check_nodes(self, available: int, where: str) -> None:
-        """Refuse a cluster with fewer nodes than the placement uses; ``where`` names it, e.g. ``the Slurm
-        allocation``."""
-        require(
-            available >= self.nodes_used,
-            f"the placement uses {self.nodes_used} nodes but {where} has {available}: set cluster.nodes={available} "
-            f"(the roles are placed again), or run where {self.nodes_used} nodes are available",
-        )
 
     def to_json(self) -> dict:
         """A JSON-ready dict for plan.json (GiB rounded to 0.01)."""

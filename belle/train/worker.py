@@ -1,15 +1,25 @@
 """A training process's start: the torch.distributed world the launcher set up, the seeds, the attention for its
 device (every SPMD rank and every PPO role host)."""
 
+import os
 import random
+from datetime import timedelta
 
 from belle.config import JobConfig
 from belle.model.attention import resolve_attention
 
 
-def join_world() -> bool:
-    """Join the torch.distributed world the launcher set up (NCCL on GPU, gloo on CPU, where DeepSpeed's
-    inference-only shared-memory all-reduce is not compiled on first use: ~30 s); whether this worker is on a GPU."""
+def export_world(master_addr: str, master_port: int, rank: int, world: int) -> None:
+    """Set this process's place in a torch.distributed world for the env:// rendezvous of ``join_world``: rank 0
+    listens at ``master_addr:master_port``; one GPU (or CPU worker) per process."""
+    os.environ |= {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
+                   "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+
+
+def join_world(timeout_s: float) -> bool:
+    """Join the torch.distributed world the launcher set up (``export_world``; NCCL on GPU, gloo on CPU, where
+    DeepSpeed's inference-only shared-memory all-reduce is not compiled on first use: ~30 s), a collective waiting
+    at most ``timeout_s``; whether this worker is on a GPU."""
     import deepspeed
     import torch
 
@@ -18,7 +28,7 @@ def join_world() -> bool:
         from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
         deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=timeout_s))
     return on_gpu
 
 
@@ -27,7 +37,7 @@ def start_worker(job: JobConfig) -> tuple[int, int, bool]:
     import torch
     import torch.distributed as dist
 
-    on_gpu = join_world()
+    on_gpu = join_world(job.cluster.collective_timeout_s)
     random.seed(job.train.seed)
     torch.manual_seed(job.train.seed)
     return dist.get_rank(), dist.get_world_size(), on_gpu

@@ -93,19 +93,20 @@ Target = tuple[PoolRank, str | None]
 """A rank called, and the role the call is for (None: the pool as a whole, e.g. its setup)."""
 
 
-def gather(refs: list, targets: list[Target], phase: str, timeout_s: float, key: str, run_dir: Path) -> list:
-    """The result of each of ``refs`` (one per target, in that order), waiting at most ``timeout_s`` in all and
-    inspecting each finished ref at once: a dead or raising rank, or one still running at the deadline, ends the
-    phase with RoleFailure (``key`` names the timeout's setting)."""
+def gather(refs: list, targets: list[Target], phase: str, timeout_s: float | None, key: str, run_dir: Path) -> list:
+    """The result of each of ``refs`` (one per target, in that order), waiting at most ``timeout_s`` in all (None: no
+    bound) and inspecting each finished ref at once: a dead or raising rank, or one still running at the deadline,
+    ends the phase with RoleFailure (``key`` names the timeout's setting)."""
     import ray
     import ray.exceptions
 
     index = {ref.hex(): i for i, ref in enumerate(refs)}
     results: dict[int, Any] = {}
     pending = list(refs)
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while pending:
-        done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = ray.wait(pending, num_returns=1, timeout=left)
         if not done:
             stalled = list({(t[0].pool, t[0].rank): t for t in (targets[index[ref.hex()]] for ref in pending)}.values())
             raise RoleFailure(_stalled(stalled, phase, timeout_s, key, run_dir))

@@ -1,6 +1,6 @@
 """What runs on Ray for a driver recipe (KIND "driver", PPO): pools of PoolWorkers placed exactly as
 belle.rlhf.placement planned them, called by the recipe's Ray-free driver through RoleGroups
-(launcher.backends.pool_calls).
+(launcher.backends.pool_calls). An SPMD recipe runs as one such pool (launcher.backends.spmd).
 
 One STRICT_PACK placement group per logical node holds that node's bundles ({GPU: 1, CPU: c}, or {CPU: c}; under
 Slurm each also asks for a share of the node's resource, so logical node i is the i-th Slurm node). One PoolWorker
@@ -21,11 +21,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from belle import rundir
 from belle.config import JobConfig
+from belle.config._checks import require
 from belle.rlhf.placement import Placement
 from belle.rlhf.planner import placement_of
 from launcher.backends import Outcome
@@ -33,6 +35,22 @@ from launcher.backends.pool_calls import PoolRank, PoolWorker, RoleFailure, Role
 
 SLURM_SHARE = 0.001
 """Each bundle's share of its Slurm node's resource (``slurm-node:NAME``, 1 per node): pins it to that node."""
+WORKER_ENV = {"PYTHONWARNINGS": "ignore::FutureWarning"}  # DeepSpeed's own torch.distributed deprecations, per call
+"""Every PoolWorker's environment, under the user's cluster.env."""
+
+
+@dataclass(frozen=True)
+class PoolLayout:
+    """Where one pool's ranks run: its name, the roles every rank hosts, and (logical node, slot) of each rank in rank
+    order; the ranks of a logical node share one Ray node."""
+
+    name: str
+    roles: tuple[str, ...]
+    ranks: tuple[tuple[int, int], ...]
+
+    @property
+    def workers(self) -> int:
+        return len(self.ranks)
 
 
 class PlacementTimeout(RuntimeError):
@@ -46,7 +64,7 @@ class _Attempt:
         self.groups: list = []
         self.ranks: list[PoolRank] = []
 
-    def place(self, job: JobConfig, placement: Placement, timeout_s: float,
+    def place(self, job: JobConfig, layouts: Sequence[PoolLayout], timeout_s: float,
               slurm_nodes: Sequence[str] | None) -> dict[int, tuple[Any, list[int]]]:
         """One STRICT_PACK placement group per logical node, ready within ``timeout_s``: logical node → (group, its
         slots in bundle order)."""
@@ -58,9 +76,9 @@ class _Attempt:
         c = job.cluster
         base = {"CPU": c.worker_cpus} | ({"GPU": 1} if c.use_gpu else {})
         bundle = {node: base | ({node_resource(slurm_nodes[node]): SLURM_SHARE} if slurm_nodes else {})
-                  for node in range(placement.nodes_used)}
+                  for node in range(_nodes_used(layouts))}
         slots: dict[int, set[int]] = {}
-        for pool in placement.pools:
+        for pool in layouts:
             for node, slot in pool.ranks:
                 slots.setdefault(node, set()).add(slot)
         placed = {}
@@ -74,7 +92,7 @@ class _Attempt:
         missing = sorted(set(placed) - {ready[ref.hex()] for ref in done})
         if missing:
             node = missing[0]
-            pools = [p for p in placement.pools if any(n == node for n, _ in p.ranks)]
+            pools = [p for p in layouts if any(n == node for n, _ in p.ranks)]
             names = ", ".join(f"{p.name} ({'+'.join(p.roles)})" for p in pools)
             need = ", ".join(f"{k} {v:g}" for k, v in bundle[node].items())
             raise PlacementTimeout(
@@ -86,20 +104,18 @@ class _Attempt:
             )
         return placed
 
-    def start(self, job: JobConfig, run_dir: Path, placement: Placement, placed: dict, host: type,
+    def start(self, job: JobConfig, run_dir: Path, layouts: Sequence[PoolLayout], placed: dict, host: type,
               timeout_s: float) -> dict[str, list[PoolRank]]:
         """One PoolWorker per rank in its bundle (ranks node-major, as the placement says), each probed within
         ``timeout_s``: pool name → its ranks."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from launcher.backends.spmd import WORKER_ENV
-
         c = job.cluster
         actor = ray.remote(max_restarts=0, max_concurrency=1)(PoolWorker)
         env = {"env_vars": WORKER_ENV | c.worker_env(os.environ)}
         pools: dict[str, list[PoolRank]] = {}
-        for pool in placement.pools:
+        for pool in layouts:
             for rank, (node, slot) in enumerate(pool.ranks):
                 group, slots = placed[node]
                 where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=slots.index(slot))
@@ -139,6 +155,23 @@ class _Attempt:
 def _hosted(roles: tuple[str, ...]) -> tuple[str, ...]:
     """The roles a pool's host builds: an hf rollout in the actor's pool is the actor itself generating."""
     return tuple(role for role in roles if role != "rollout" or "actor" not in roles)
+
+
+def pool_layouts(placement: Placement) -> list[PoolLayout]:
+    """Where each pool of a driver recipe's placement runs."""
+    return [PoolLayout(p.name, p.roles, p.ranks) for p in placement.pools]
+
+
+def _nodes_used(layouts: Sequence[PoolLayout]) -> int:
+    """Logical nodes holding at least one rank."""
+    return 1 + max(node for pool in layouts for node, _ in pool.ranks)
+
+
+def check_nodes(layouts: Sequence[PoolLayout], available: int, where: str) -> None:
+    """Refuse a cluster with fewer nodes than the pools use; ``where`` names it, e.g. ``the Slurm allocation``."""
+    used = _nodes_used(layouts)
+    require(available >= used, f"the job's ranks use {used} nodes but {where} has {available}: set "
+                               f"cluster.nodes={available}, or run where {used} nodes are available")
 
 
 def _free_resources() -> str:
@@ -183,14 +216,14 @@ def run(job: JobConfig, run_dir: Path) -> Outcome:
     from belle.rlhf.host import RoleHost
 
     face = recipe(job.method.name)
-    return run_pools(job, Path(run_dir), placement_of(job), host=RoleHost, train=face.train,
+    return run_pools(job, Path(run_dir), pool_layouts(placement_of(job)), host=RoleHost, train=face.train,
                      placement_timeout_s=job.cluster.placement_timeout_s, phase_timeout=face.phase_timeout(job))
 
 
-def run_pools(job: JobConfig, run_dir: Path, placement: Placement, *, host: type,
+def run_pools(job: JobConfig, run_dir: Path, layouts: Sequence[PoolLayout], *, host: type,
               train: Callable[[JobConfig, Path, RoleGroups], Any], placement_timeout_s: float,
               phase_timeout: tuple[float, str]) -> Outcome:
-    """``run`` with its parts given: place ``placement``'s pools, host their roles with ``host``, and call
+    """``run`` with its parts given: place the pools of ``layouts``, host their roles with ``host``, and call
     ``train(job, run_dir, groups)``, which returns its state (a dict, or None); a RoleFailure removes everything
     and, within train.max_failures, starts again (``train`` resumes from the latest checkpoint). Nothing of an
     attempt outlives it."""
@@ -199,15 +232,15 @@ def run_pools(job: JobConfig, run_dir: Path, placement: Placement, *, host: type
     run_dir = Path(run_dir)
     slurm_nodes = _slurm_nodes(job)
     if slurm_nodes is None:
-        placement.check_nodes(sum(n["Alive"] for n in ray.nodes()), "the Ray cluster")
+        check_nodes(layouts, sum(n["Alive"] for n in ray.nodes()), "the Ray cluster")
     else:
-        placement.check_nodes(len(slurm_nodes), "the Slurm allocation")
+        check_nodes(layouts, len(slurm_nodes), "the Slurm allocation")
     restarts = 0
     while True:
         attempt = _Attempt()
         try:
-            placed = attempt.place(job, placement, placement_timeout_s, slurm_nodes)
-            pools = attempt.start(job, run_dir, placement, placed, host, placement_timeout_s)
+            placed = attempt.place(job, layouts, placement_timeout_s, slurm_nodes)
+            pools = attempt.start(job, run_dir, layouts, placed, host, placement_timeout_s)
             write_placement(run_dir, pools)
             attempt.setup(pools, run_dir, job.train.hang_first_step_s)
             state = train(job, run_dir, RoleGroups(pools, run_dir, phase_timeout)) or {}

@@ -122,7 +122,7 @@ def _loopback_only(what: str, given: str, dial: str, timeout_s: float) -> str:
 
 def check_capacity(cluster: ClusterConfig, nodes: list, what: str) -> None:
     """Refuse a job whose training workers do not all fit on the live ``nodes`` (GcsNodeInfo) of its Ray cluster by
-    their total CPUs and GPUs: Ray Train would wait for them with no end."""
+    their total CPUs and GPUs: their placement would wait with no end."""
     need = {"CPU": cluster.worker_cpus} | ({"GPU": 1} if cluster.use_gpu else {})
     room = sum(min(int(n.resources_total.get(k, 0) // v) for k, v in need.items()) for n in nodes)
     if room >= cluster.world_size:
@@ -224,13 +224,13 @@ def ray_for(job: JobConfig):
             _remove_orphaned_temp_dirs()
         # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp, not $TMPDIR
         temp = Path(c.ray_temp_dir or tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir="/tmp"))
-        # Ray Train's helper actors look their cluster up with no address: beside another Ray on this host they
-        # would find two and die with a traceback. Every process of the embedded Ray inherits this environment, so
+        # a process that looks its cluster up with no address (Ray's helpers, a library's ray.init()) would find
+        # two beside another Ray on this host and die with a traceback. Every process of the embedded Ray inherits this environment, so
         # the GCS port is chosen here and named in RAY_ADDRESS ("local": the driver itself ignores RAY_ADDRESS).
         port = _free_port()
         os.environ |= {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
         try:
-            # nothing reads Ray's dashboard (Ray Train reports through our metrics): not starting it saves seconds
+            # nothing reads Ray's dashboard (the workers report through our metrics): not starting it saves seconds
             connect(address="local", num_cpus=c.world_size * c.worker_cpus, num_gpus=c.gpus_per_node,
                     _temp_dir=str(temp), include_dashboard=False)
         finally:

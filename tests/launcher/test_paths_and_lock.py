@@ -1,4 +1,4 @@
-"""Paths are made absolute once, at compose time, so config.yaml names files every process reads (Ray Train workers
+"""Paths are made absolute once, at compose time, so config.yaml names files every process reads (Ray workers
 and Slurm jobs run in directories of their own); one launcher runs a run directory at a time; a launch refused for
 bad input leaves the run directory as it was. The real launch joins a user's Ray cluster, and a local sweep runs
 beside it."""
@@ -203,7 +203,7 @@ def test_relative_paths_reach_an_existing_clusters_workers_a_second_launcher_is_
 
         finish(first, tmp_path / "first.log")
         assert ray_processes(), "the user's cluster is still up"
-        # embedded Rays beside the user's, which the shell names: Ray Train's helper threads must find ours, not
+        # embedded Rays beside the user's, which the shell names: Ray's helpers must find ours, not
         # "multiple active Ray instances", and the shell's RAY_ADDRESS is not the embedded cluster's
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
         sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"

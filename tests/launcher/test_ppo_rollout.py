@@ -63,7 +63,7 @@ def test_a_rollout_pool_of_its_own_generates_with_each_steps_weights(job, own_ra
     from belle.recipes import ppo
     from belle.rlhf.host import RoleHost
     from belle.rlhf.planner import placement_of
-    from launcher.backends.pools import run_pools
+    from launcher.backends.pools import pool_layouts, run_pools
     from launcher.backends.ray_cluster import ray_for
 
     j = job("+exp=ppo_math_rule", "+smoke=tiny", *POOLS, "roles.rollout.sync_bucket_mb=1", "train.max_steps=4",
@@ -76,8 +76,8 @@ def test_a_rollout_pool_of_its_own_generates_with_each_steps_weights(job, own_ra
         return ppo.train(job, run_dir, checked[-1])
 
     with ray_for(j):
-        outcome = run_pools(j, tmp_path, placement_of(j), host=RoleHost, train=train, placement_timeout_s=60,
-                            phase_timeout=(120, "method.ppo.phase_timeout_s"))
+        outcome = run_pools(j, tmp_path, pool_layouts(placement_of(j)), host=RoleHost, train=train,
+                            placement_timeout_s=60, phase_timeout=(120, "method.ppo.phase_timeout_s"))
     assert outcome.error == (f"role rollout rank 0 generated step {STALE_AT} with weights version {STALE_AT - 1}: "
                              "stale weights; sync them first (RoleCalls.sync_weights)")
     assert outcome.restarts == 0  # refused, not retried

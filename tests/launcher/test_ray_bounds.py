@@ -1,7 +1,7 @@
 """cluster=ray against a real Ray head started here (one for the module, bound to loopback, 2 CPUs): every wait on
 it is bounded. A loopback address Ray would dial elsewhere, and a job too large for the cluster, are refused in one
 line before anything is written or any driver joins; a worker group that cannot be placed fails within
-cluster.placement_timeout_s and leaves no Ray Train actor behind."""
+cluster.placement_timeout_s and leaves no worker actor behind."""
 
 import contextlib
 import json
@@ -21,8 +21,8 @@ from processes import MARK, own_processes
 pytestmark = pytest.mark.ray
 
 HEAD_CPUS = 2
-TRAIN_ACTORS = ("TrainController", "RayTrainWorker")
-"""Process titles of Ray Train's actors (ray::TrainController, ray::RayTrainWorker…)."""
+TRAIN_ACTORS = ("PoolWorker",)
+"""Process titles of the training workers' actors (ray::PoolWorker…)."""
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_a_job_larger_than_the_cluster_is_refused_before_any_driver_joins(head, 
 
 @pytest.mark.slow
 def test_a_worker_group_that_cannot_be_placed_fails_within_the_placement_timeout(head, tmp_path, workers_env):
-    """The cluster is big enough, but another driver holds half of it: Ray Train would retry the worker group's
-    start with no end; it fails once cluster.placement_timeout_s has passed, and its actors go."""
+    """The cluster is big enough, but another driver holds half of it: the worker group's placement would wait with
+    no end; it fails once cluster.placement_timeout_s has passed, naming what it needs, and its actors go."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import signal, sys, ray; from ray.util.placement_group import placement_group;"
          f"ray.init(address='127.0.0.1:{head}', logging_level='ERROR');"
@@ -132,11 +132,11 @@ def test_a_worker_group_that_cannot_be_placed_fails_within_the_placement_timeout
     finally:
         holder.kill()
         holder.wait()
-    reason = ("Ray Train could not place and start the 2 training workers (1 CPU each) within "
-              "cluster.placement_timeout_s=5 s (1 try, train.max_failures)")
+    reason = ("pool train (sft) on logical node 0 was not placed within 5 s (cluster.placement_timeout_s): it needs "
+              "2 bundles of {CPU 1} on one Ray node; free: 127.0.0.1 ")
     assert done.returncode == 1, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: the run failed: {reason}"), done.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"].startswith(reason)
     assert wall < 150, f"failed after {wall:.0f} s"
-    _wait_for(lambda: not own_processes(TRAIN_ACTORS), 30, "Ray Train's actors to end")
+    _wait_for(lambda: not own_processes(TRAIN_ACTORS), 30, "the worker actors to end")

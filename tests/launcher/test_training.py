@@ -1,4 +1,4 @@
-"""`python -m launcher` trains for real: Ray Train workers running DeepSpeed on CPU (gloo), no mocks."""
+"""`python -m launcher` trains for real: Ray workers running DeepSpeed on CPU (gloo), no mocks."""
 
 import contextlib
 import json
@@ -65,7 +65,7 @@ def test_a_killed_and_a_hung_worker_are_replaced_then_a_killed_launch_resumes_as
         launcher, train_recipe, tmp_path):
     """One run, three faults (train.max_failures=2): a worker SIGKILLed after the step-4 checkpoint is replaced; one
     SIGSTOPped after the step-8 checkpoint is found by the watchdog within train.hang_timeout_s, which writes every
-    rank's stack, names the stopped rank and stops the group, and Ray Train restarts it from the last checkpoint;
+    rank's stack, names the stopped rank and stops the group, and the launcher restarts it from the last checkpoint;
     then the whole launch is killed after the step-12 checkpoint (a node loss). The rerun continues after the
     checkpoint without tokenizing again, in the same W&B run, and ends where the same job trained uninterrupted,
     without Ray or the launcher, does."""
@@ -76,7 +76,7 @@ def test_a_killed_and_a_hung_worker_are_replaced_then_a_killed_launch_resumes_as
     run_dir, log = tmp_path / "run", tmp_path / "run.log"
     process = launcher(f"launcher.run_dir={run_dir}", *common, log=log)
     _wait_for_checkpoint(run_dir, 4, process)
-    workers = [line.split()[0] for line in ray_processes() if "RayTrainWorker" in line]
+    workers = [line.split()[0] for line in ray_processes() if "PoolWorker" in line]
     assert workers
     os.kill(int(workers[-1]), signal.SIGKILL)
     _wait_for_checkpoint(run_dir, 8, process)

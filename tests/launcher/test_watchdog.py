@@ -92,7 +92,7 @@ def test_the_first_step_has_its_own_allowance(tmp_path, started):
 
 
 def test_heartbeats_left_by_ranks_that_died_are_a_restart_not_a_hang(tmp_path):
-    """Ray Train replaces a failed group itself: the old ranks' beats outlive them until the new ranks write theirs.
+    """The backend replaces a failed group: the old ranks' beats outlive them until the new ranks write theirs.
     Past the allowance the watchdog finds every process gone, drops the stale beats, and dumps or names nothing."""
     ranks = [_rank(tmp_path, rank, 0.1, 2) for rank in (0, 1)]
     with HangWatchdog(tmp_path, timeout_s=1, first_step_s=60, poll_s=0.2) as watchdog:

@@ -346,15 +346,6 @@ def test_vllm_on_cpu_is_refused():
         plan(ClusterConfig(), TINY_RULE, rollout=RolloutConfig(engine="vllm"))
 
 
-def test_a_cluster_with_fewer_nodes_than_the_placement_is_refused():
-    p = plan(gpus(2), layout="pairs")
-    p.check_nodes(2, "the Slurm allocation")
-    with pytest.raises(
-        ValueError, match="the placement uses 2 nodes but the Slurm allocation has 1: set cluster.nodes=1"
-    ):
-        p.check_nodes(1, "the Slurm allocation")
-
-
 def test_offload_of_a_replicated_frozen_role_is_refused():
     with pytest.raises(
         ValueError,

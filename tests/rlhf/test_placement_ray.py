@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from belle.rlhf.placement import ModelSize
 from belle.rlhf.planner import plan_placement
 from launcher.backends import pools
 from launcher.backends.pool_calls import RoleFailure
-from launcher.backends.pools import run_pools
+from launcher.backends.pools import pool_layouts, run_pools
 from launcher.backends.ray_cluster import LOCAL_RAY_ENV
 from launcher.backends.slurm.node import node_resource
 
@@ -216,7 +217,8 @@ def _rows(run_dir: Path, role: str) -> list[dict]:
 
 def _run(job, run_dir: Path, placement, train, placement_timeout_s: float = 60, phase_timeout_s: float = 60,
          host: type = ProbeHost):
-    return run_pools(job, run_dir, placement, host=host, train=train, placement_timeout_s=placement_timeout_s,
+    return run_pools(job, run_dir, pool_layouts(placement), host=host, train=train,
+                     placement_timeout_s=placement_timeout_s,
                      phase_timeout=(phase_timeout_s, "method.ppo.phase_timeout_s")).error
 
 
@@ -306,14 +308,14 @@ def test_a_killed_worker_fails_its_phase_naming_role_rank_and_phase(ray_cluster,
     placement, timing = _placement(j), {}
 
     def train(job, run_dir, groups):
-        timing["pids"] = [r["pid"] for r in _rows(run_dir, "critic")]
+        timing["ranks"] = [(r["ip"], r["pid"]) for r in _rows(run_dir, "critic")]
         timing["called"] = time.monotonic()
         groups.call("critic", "die", phase="values", rank=1)
 
     error = _run(j, tmp_path, placement, train)
     assert time.monotonic() - timing["called"] < 10  # rank 0 still waits in its barrier (30 s)
-    assert error.startswith(f"role critic rank 1 (node 127.0.0.1, pid {timing['pids'][1]}) died during phase "
-                            "values: "), error
+    ip, pid = timing["ranks"][1]  # the IP Ray probed: 127.0.0.1, or the host's after another test's head
+    assert error.startswith(f"role critic rank 1 (node {ip}, pid {pid}) died during phase values: "), error
     assert "\n" not in error
     assert _wait_until(_nothing_left)
 
@@ -335,10 +337,11 @@ def test_a_failure_within_max_failures_restarts_every_role(ray_cluster, job, tmp
 
 def test_a_stopped_worker_fails_its_phase_after_the_timeout_with_its_stack(ray_cluster, job, tmp_path):
     j = _job(job, ray_cluster, nodes=2, gpus=1)
-    pids = []
+    pids, ips = [], []
 
     def train(job, run_dir, groups):
         pids.extend(r["pid"] for r in _rows(run_dir, "critic"))
+        ips.extend(r["ip"] for r in _rows(run_dir, "critic"))
         groups.call("critic", "stop", phase="values", rank=1)
 
     started = time.monotonic()
@@ -351,7 +354,7 @@ def test_a_stopped_worker_fails_its_phase_after_the_timeout_with_its_stack(ray_c
                 os.kill(pid, signal.SIGKILL)
     assert time.monotonic() - started < 60
     hang = tmp_path / "hang"
-    assert error == (f"role critic rank 1 (node 127.0.0.1, pid {pids[1]}) stalled in phase values for 3 s "
+    assert error == (f"role critic rank 1 (node {ips[1]}, pid {pids[1]}) stalled in phase values for 3 s "
                      f"(method.ppo.phase_timeout_s); 2 rank(s) still running, their stacks in {hang}: fix the stall, "
                      "or raise method.ppo.phase_timeout_s if the phase really takes that long")
     stacks = {p.name.split("-rank-")[1]: p.read_text() for p in hang.glob("*.txt")}
@@ -384,7 +387,7 @@ def test_a_rollout_pool_gets_the_actors_weights_in_buckets(ray_cluster, job, tmp
     buckets = 3 * 2  # one Ray call per bucket and rank, two syncs; the sync group opened once
     assert all(c["actor.send_bucket"] == buckets and c["actor.open_sync"] == 1 for c in counts["actor"])
     assert all(c["rollout.receive_bucket"] == buckets and c["rollout.open_sync"] == 1 for c in counts["rollout"])
-    assert counts["stale"].startswith("role rollout rank 1 (node 127.0.0.1, pid ") and counts["stale"].endswith(
-        ") holds weights version 2 after the sync of version 3 in phase sync: its receive_bucket must take the "
-        "version at the last bucket")
+    assert re.fullmatch(r"role rollout rank 1 \(node [\d.]+, pid \d+\) holds weights version 2 after the sync of "
+                        "version 3 in phase sync: its receive_bucket must take the version at the last bucket",
+                        counts["stale"]), counts["stale"]
     assert _wait_until(_nothing_left)

@@ -33,10 +33,10 @@ NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-grpc-
               "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port")
 HEAD_PORTS = ("port", "ray-client-server-port", "dashboard-port")
 WORKER_PORTS = 64
-"""Ports for the node's Ray worker processes (one each): the training workers, Ray Train's controller, spares."""
+"""Ports for the node's Ray worker processes (one each): the training workers and spares."""
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # the job's own cluster, reachable only inside the allocation's network
-    "RAY_COLOR_PREFIX": "0",  # plain "(RayTrainWorker pid=…)" prefixes in the job log
+    "RAY_COLOR_PREFIX": "0",  # plain "(PoolWorker pid=…)" prefixes in the job log
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # at teardown the job is over: nothing to drain
 }
 
