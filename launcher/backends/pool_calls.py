@@ -45,8 +45,11 @@ class PoolWorker:
             s.bind(("", 0))
             return s.getsockname()[1]
 
-    def setup(self, master_addr: str, master_port: int) -> dict:
-        """Build the host (torch.distributed for the pool, its roles, their resumed states)."""
+    def setup(self, master_addr: str, master_port: int, visible: list[str]) -> dict:
+        """Build the host (torch.distributed for the pool, its roles, their resumed states), the process seeing the
+        GPUs ``visible`` names (its own first: ``cuda:0``) before anything here starts CUDA."""
+        if visible:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible)
         self._host = self._host_type(*self._host_args, master_addr, master_port)
         return self._host.setup()
 

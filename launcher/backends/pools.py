@@ -137,8 +137,8 @@ class _Attempt:
         ports = gather([r.worker.free_port.remote() for r in firsts], [(r, None) for r in firsts], "setup", timeout_s,
                         "train.hang_first_step_s", run_dir)
         master = {r.pool: (r.where["ip"], port) for r, port in zip(firsts, ports, strict=True)}
-        gather([r.worker.setup.remote(*master[r.pool]) for r in self.ranks], [(r, None) for r in self.ranks], "setup",
-                timeout_s, "train.hang_first_step_s", run_dir)
+        gather([r.worker.setup.remote(*master[r.pool], _visible(self.ranks, r)) for r in self.ranks],
+               [(r, None) for r in self.ranks], "setup", timeout_s, "train.hang_first_step_s", run_dir)
 
     def close(self) -> None:
         """Kill every PoolWorker and remove every placement group of this attempt."""
@@ -150,6 +150,15 @@ class _Attempt:
         for group in self.groups:
             remove_placement_group(group)
         self.ranks, self.groups = [], []
+
+
+def _visible(ranks: list[PoolRank], rank: PoolRank) -> list[str]:
+    """The GPU ids ``rank``'s process is to see: its own first (its ``cuda:0``), then every other GPU of this attempt
+    on its Ray node, so NCCL can reach them directly (CUDA IPC between two processes needs both devices visible
+    in each; with one GPU apiece NCCL falls back to copies through host memory). Empty on CPU workers."""
+    own = rank.where["gpu_ids"]
+    node = {g for r in ranks if r.where["node_id"] == rank.where["node_id"] for g in r.where["gpu_ids"]}
+    return own + sorted(node - set(own), key=lambda g: (len(g), g))
 
 
 def _hosted(roles: tuple[str, ...]) -> tuple[str, ...]:

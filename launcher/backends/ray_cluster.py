@@ -225,8 +225,9 @@ def ray_for(job: JobConfig):
         # Ray's unix sockets live in here: the path must stay short (107 bytes in all), hence /tmp, not $TMPDIR
         temp = Path(c.ray_temp_dir or tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir="/tmp"))
         # a process that looks its cluster up with no address (Ray's helpers, a library's ray.init()) would find
-        # two beside another Ray on this host and die with a traceback. Every process of the embedded Ray inherits this environment, so
-        # the GCS port is chosen here and named in RAY_ADDRESS ("local": the driver itself ignores RAY_ADDRESS).
+        # two beside another Ray on this host and die with a traceback. Every process of the embedded Ray inherits
+        # this environment, so the GCS port is chosen here and named in RAY_ADDRESS ("local": the driver itself
+        # ignores RAY_ADDRESS).
         port = _free_port()
         os.environ |= {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
         try:

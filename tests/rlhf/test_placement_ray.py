@@ -61,6 +61,7 @@ class ProbeHost:
             "role": role, "pool": self.pool, "rank": self.rank, "world": self.world, "args": list(args),
             "kwargs": kwargs, "pid": os.getpid(), "master": list(self.master),
             "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
 
 
@@ -264,6 +265,7 @@ def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):
     assert seen["failed"] == f"role reward rank 1 (node {reward['ip']}, pid {reward['pid']}) failed in phase score: " \
         "ValueError: bad shard y"
     everything = [row for role in rows.values() for row in role]
+    answers = {answer["pid"]: answer for role in calls.values() for answer in role}
     node_of = {row["node"]: row["node_id"] for row in everything}
     assert len(set(node_of.values())) == 2  # one Ray node per logical node, each logical node on one Ray node
     assert all(row["node_id"] == node_of[row["node"]] for row in everything)
@@ -271,6 +273,11 @@ def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):
         gpus = {(row["slot"], tuple(row["gpu_ids"])) for row in everything if row["node"] == node}
         assert len(gpus) == GPUS_PER_NODE and len({g for _, g in gpus}) == GPUS_PER_NODE
         assert all(len(g) == 1 for _, g in gpus)
+        # each process sees its own GPU first (its cuda:0), then the node's others: NCCL's direct paths between them
+        mates = sorted(g for _, ids in gpus for g in ids)
+        for row in (row for row in everything if row["node"] == node):
+            visible = answers[row["pid"]]["visible"].split(",")
+            assert visible[:1] == row["gpu_ids"] and sorted(visible) == mates, (row, visible)
     assert rows["actor"] == rows["rollout"]  # colocated roles: the same processes on the same GPUs
     assert _wait_until(_nothing_left)
 
