@@ -151,11 +151,11 @@ def test_experiment_smoke_runs_its_method_on_the_tiny_model(launcher, tmp_path, 
     the other methods train in tests/recipes/test_experiments_train.py, ppo_math_rule in
     tests/launcher/test_ppo_faults.py)."""
     run_dir, log = tmp_path / experiment, tmp_path / f"{experiment}.log"
-    finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=4",
+    finish(launcher(f"+exp={experiment}", "+smoke=tiny", f"launcher.run_dir={run_dir}", "train.max_steps=2",
                      log=log), log)
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["experiment"] == experiment and plan["model"]["name"] == "tiny_llama"
-    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
     export = run_dir / "export"
     lora = plan["method"].endswith("+lora")
     assert (export / "adapter").is_dir() if lora else (export / "model.safetensors").is_file()
