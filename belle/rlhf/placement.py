@@ -109,15 +109,9 @@ class Placement:
         fits = [p.fits for p in self.pools]
         return None if None in fits else all(fits)
 
-    @property
-    def nodes_used(self) -> int:
-        """Logical nodes holding at least one rank."""
-        return 1 + max(node for p in self.pools for node, _ in p.ranks)
-
     def pool_of(self, role: str) -> Pool:
         """The pool hosting ``role``."""
         return next(p for p in self.pools if role in p.roles)
-
 
     def to_json(self) -> dict:
         """A JSON-ready dict for plan.json (GiB rounded to 0.01)."""

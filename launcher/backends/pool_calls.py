@@ -155,7 +155,7 @@ def _stalled(stalled: list[Target], phase: str, timeout_s: float, key: str, run_
 class RoleGroups:
     """The controller's RoleCalls on Ray: ``call`` runs a role's method on every rank of its pool at once."""
 
-    def __init__(self, pools: dict[str, list[PoolRank]], run_dir: Path, phase_timeout: tuple[float, str]):
+    def __init__(self, pools: dict[str, list[PoolRank]], run_dir: Path, phase_timeout: tuple[float | None, str]):
         self._pools = pools
         self._pool_of = {role: name for name, ranks in pools.items() for role in ranks[0].roles}
         self.run_dir, self.phase_timeout = Path(run_dir), phase_timeout

@@ -231,7 +231,7 @@ def run(job: JobConfig, run_dir: Path) -> Outcome:
 
 def run_pools(job: JobConfig, run_dir: Path, layouts: Sequence[PoolLayout], *, host: type,
               train: Callable[[JobConfig, Path, RoleGroups], Any], placement_timeout_s: float,
-              phase_timeout: tuple[float, str]) -> Outcome:
+              phase_timeout: tuple[float | None, str]) -> Outcome:
     """``run`` with its parts given: place the pools of ``layouts``, host their roles with ``host``, and call
     ``train(job, run_dir, groups)``, which returns its state (a dict, or None); a RoleFailure removes everything
     and, within train.max_failures, starts again (``train`` resumes from the latest checkpoint). Nothing of an

@@ -198,7 +198,8 @@ def test_a_512_node_plan_is_arithmetic():
     start = time.perf_counter()
     p = plan(gpus(512), layout="separate")
     assert time.perf_counter() - start < 1.0
-    assert [pool.workers for pool in p.pools] == [2048, 1024, 512, 512] and p.nodes_used == 512
+    assert [pool.workers for pool in p.pools] == [2048, 1024, 512, 512]
+    assert {node for pool in p.pools for node, _ in pool.ranks} == set(range(512))
 
 
 # --- bad inputs: one line naming the fix ------------------------------------------------------------------------

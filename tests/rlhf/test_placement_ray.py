@@ -223,6 +223,14 @@ def _run(job, run_dir: Path, placement, train, placement_timeout_s: float = 60, 
                      phase_timeout=(phase_timeout_s, "method.ppo.phase_timeout_s")).error
 
 
+def test_a_cluster_with_fewer_nodes_than_the_pools_use_is_refused():
+    layouts = [pools.PoolLayout("A", ("actor",), ((0, 0), (1, 0))), pools.PoolLayout("B", ("critic",), ((1, 1),))]
+    pools.check_nodes(layouts, 2, "the Slurm allocation")
+    with pytest.raises(ValueError, match=r"^the job's ranks use 2 nodes but the Slurm allocation has 1: set "
+                                         r"cluster.nodes=1, or run where 2 nodes are available$"):
+        pools.check_nodes(layouts, 1, "the Slurm allocation")
+
+
 def test_every_rank_lands_where_the_placement_says(ray_cluster, job, tmp_path):
     j = _job(job, ray_cluster, nodes=2, gpus=GPUS_PER_NODE)
     placement = _placement(  # pool A: actor+rollout on n0:0-3; B: critic on n1:0-1; C: reward on n1:2-3
