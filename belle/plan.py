@@ -9,7 +9,7 @@ class RecipePlan:
     """A recipe's part of plan.json and of the plan on the console."""
 
     recipe: dict
-    """plan.json "recipe": the recipe's name, its KIND and what it trains or produces."""
+    """plan.json "recipe": the recipe's name, its KIND, what it "trains" (None: nothing; then what it "produces")."""
     steps_per_epoch: int | None
     """Steps in one pass over the data (None: unknown before the data is read)."""
     total_steps: int | None

@@ -10,6 +10,10 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/loss.png               the loss curve
     <run_dir>/checkpoints/step-N/    every rank's states; checkpoints/latest names the newest complete one
     <run_dir>/export/                the trained model or adapter (a reward model's: reward_stats.json beside it)
+    <run_dir>/generations.jsonl      method=generate: one row per (prompt id, sample), merged from generations/
+    <run_dir>/generations/rank-N.jsonl  each worker's answers, appended and flushed as they come (a rerun skips them)
+    <run_dir>/eval/                  method=eval: items.jsonl (each item's score), scores.json, scores.png,
+                                     judge_cache.jsonl
     <run_dir>/samples.jsonl          PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps
     <run_dir>/progress/rank-N.json   each rank's last finished step; hang/: every rank's stacks at a hang
     <run_dir>/stop-requested         a graceful stop asked for (belle.stop); <run_dir>/stopped: the answer
@@ -58,6 +62,16 @@ REWARD_STATS = "reward_stats.json"
 REFERENCE_LOG_PROBS = "reference-log-probs.pt"
 """In a DPO checkpoint folder under precomputed: the reference's (chosen, rejected) log-probs of every pair, per
 split."""
+GENERATIONS = "generations.jsonl"
+"""method=generate's product: one row per (prompt id, sample), every one exactly once."""
+GENERATION_SHARDS = "generations"
+"""Each worker's answers as they come (rank-N.jsonl), merged into GENERATIONS at the end."""
+EVAL_ITEMS = "eval/items.jsonl"
+"""method=eval: one row per item (answer, score, scorer, the judge's reply or error), appended as each is scored."""
+EVAL_SCORES = "eval/scores.json"
+EVAL_PLOT = "eval/scores.png"
+JUDGE_CACHE = "eval/judge_cache.jsonl"
+"""The judgments cache of a run (unless eval.judge.cache names a shared one)."""
 SAMPLES = "samples.jsonl"
 """PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 STOP_REQUEST = "stop-requested"

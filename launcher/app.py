@@ -54,10 +54,6 @@ def run(cfg: DictConfig) -> Path:
     if point:
         job = point.place(job, run_dir(job))
     directory = run_dir(job)
-    if not job.launcher.dry_run:
-        from belle.model.architecture import check_model_path
-
-        check_model_path(job.model)
     recipe(job.method.name).check(job, _command_line_keys(), directory)
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
     from launcher.backends.ray_cluster import check_local_machine

@@ -20,8 +20,8 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         m.attn_implementation, m.arch, s.precision, c.use_gpu, gpu_sm80=c.gpu_type not in PRE_AMPERE
     )
     parts = anatomy(m)
-    trainable = trainable_params(parts, job.method.lora, m.name)
     own = recipe(job.method.name).plan(job, facts, warnings)
+    trainable = trainable_params(parts, job.method.lora, m.name) if own.recipe["trains"] else 0
     mean_tokens, tokens_per_epoch = token_counts(facts, d)
     hours = planned_hours(job, facts)
     total_steps = own.total_steps
@@ -51,7 +51,8 @@ def make_plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> dict:
         },
         "schedule": {
             "epochs": job.train.epochs, "steps_per_epoch": own.steps_per_epoch, "total_steps": total_steps,
-            "warmup_steps": planned_warmup(job.optim, total_steps, job.launcher.preview),
+            "warmup_steps": planned_warmup(job.optim, total_steps, job.launcher.preview) if own.recipe["trains"]
+            else None,
             "lr": job.optim.lr, "schedule": job.optim.schedule,
         },
         "estimate": {

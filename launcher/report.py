@@ -14,7 +14,8 @@ def describe(plan: dict) -> str:
     offload = [k for k in ("optimizer", "params") if s[f"offload_{k}"]]
     return "\n".join([
         f"plan: {plan['experiment']}  ({plan['method']})",
-        f"  recipe     {plan['recipe']['name']} ({plan['recipe']['kind']}): trains {plan['recipe']['trains']}",
+        f"  recipe     {plan['recipe']['name']} ({plan['recipe']['kind']}): " + (
+            f"trains {plan['recipe']['trains']}" if plan["recipe"]["trains"] else plan["recipe"]["produces"]),
         f"  model      {m['name']} ({m['arch']}), attention {m['attn_implementation']}",
         f"  params     total {_count(m['params_total'])} ({m['params_total']:,}), "
         f"trainable {_count(m['params_trainable'])} ({m['params_trainable']:,}, {100 * m['trainable_share']:.3g}%)",

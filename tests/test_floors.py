@@ -30,10 +30,11 @@ FLOORS = {
     "belle/plan.py":       1,  # the shape of a recipe's part of the plan
     "belle/monitor/":      1,  # metrics, W&B, progress, the loss plot
     "belle/data/":         2,  # records → rows
-    "belle/score/":        2,  # decoded responses → scores (the rule scorers)
+    "belle/score/":        2,  # answers → scores: rules, the judge and its HTTP client, aggregation, plots
     "belle/model/":        3,  # tokenizer, model, heads, LoRA, memory, export, sampling (generate)
     "belle/strategy/":     4,  # DeepSpeed config, batch, schedule, the engines (trained and frozen)
     "belle/train/":        5,  # the training loop, a worker's start, engine state
+    "belle/generation/":   5,  # answering prompts on a job's workers: dealing, batches, the shards and their merge
     "belle/rlhf/":         6,  # losses, experience, placement, roles, the PPO host and its state
     "belle/recipes/":      7,  # one control-flow file per method
     "launcher/":           8,  # compose, validate, plan, launch, backends

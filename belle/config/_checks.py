@@ -9,6 +9,8 @@ from collections.abc import Iterable
 SECRET = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)
 """A config key or variable name that looks like a credential: refused where it would be written (belle.config),
 redacted in what is written (belle.monitor.secrets)."""
+NAMES_A_PLACE = re.compile(r"_(file|path|stdin|env|dir)$", re.IGNORECASE)
+"""A credential-like name that says where the credential is (--password-file, api_key_env), not the credential."""
 
 
 def require(ok: bool, message: str) -> None:

@@ -7,7 +7,7 @@ from omegaconf import MISSING
 from belle.config._checks import one_of, positive, require
 from belle.config.paths import path_field
 
-FORMATS = ("sft", "pretrain", "preference", "dpo", "prompt")
+FORMATS = ("sft", "pretrain", "preference", "dpo", "prompt", "eval")
 PAIR_FORMATS = ("preference", "dpo")
 """Formats whose samples are (chosen, rejected) pairs sharing a prompt: one pair per row, never packed."""
 
@@ -23,7 +23,7 @@ class DataConfig:
     pairs), dpo (DPO pairs) or prompt (PPO's prompts); the two pair formats read {"chosen","rejected"} (full texts,
     split at the last "\n\nAssistant: \n") and {"prompt","chosen","rejected"} records alike; prompt reads {"text"}
     records ending with "\n\nAssistant: \n", or instruction/conversation records whose last answer is the reference
-    a rule reward compares with."""
+    a rule reward compares with; eval is an eval set in BELLE's {"question","std_answer","class"} form."""
     max_length: int = 1024
     """Tokens per training sequence; longer samples are truncated on the right."""
     pack: bool = True

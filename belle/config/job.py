@@ -7,6 +7,7 @@ from omegaconf import MISSING
 from belle.config._checks import require
 from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
+from belle.config.evaluate import EvalConfig
 from belle.config.hardware import PRE_AMPERE
 from belle.config.method import DATA_FORMATS, MethodConfig
 from belle.config.model import ModelConfig
@@ -46,13 +47,16 @@ class ReferenceConfig:
     """Hours per epoch the paper reports for this experiment, shown next to the plan's estimate."""
     hardware: str | None = None
     """Hardware of that measurement, e.g. 8xA100-40GB."""
+    score: float | None = None
+    """The paper's score of the model this experiment trains (BELLE's eval set, judged by ChatGPT), shown beside ours
+    by launcher.compare."""
     source: str | None = None
-    """Where the number comes from."""
+    """Where the numbers come from."""
 
 
 _EXAMPLE_DATA = {
     "sft": "sample", "pretrain": "sample_pretrain", "preference": "sample_preference", "dpo": "sample_dpo",
-    "prompt": "sample_prompts",
+    "prompt": "sample_prompts", "eval": "sample_eval",
 }
 """A bundled data group of each format, named in the method/format error."""
 
@@ -71,17 +75,23 @@ class JobConfig:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     roles: RolesConfig | None = None
     """Where PPO's roles run (roles=colocate_all|pairs|separate|custom|auto); None for every other method."""
+    eval: EvalConfig | None = None
+    """How method=eval scores its answers (method=eval sets it); None for every other method."""
 
     def __post_init__(self) -> None:
         """The checks that span sections (each section checks itself in its own __post_init__)."""
         m, d, s, c = self.model, self.data, self.strategy, self.cluster
-        trains_on = DATA_FORMATS[self.method.name]
+        reads = DATA_FORMATS[self.method.name]
         require(
-            d.format == trains_on,
-            f"method.name={self.method.name} trains on data.format={trains_on} records, but data={d.name} is "
-            f"data.format={d.format}: set data={_EXAMPLE_DATA[trains_on]} (or other {trains_on} data), or "
-            f"method.name={next(k for k, v in DATA_FORMATS.items() if v == d.format)}",
+            d.format in reads,
+            f"method.name={self.method.name} reads data.format={' or '.join(reads)} records, but data={d.name} is "
+            f"data.format={d.format}: set data={_EXAMPLE_DATA[reads[0]]} (or other {reads[0]} data), or "
+            f"method.name={next(k for k, v in DATA_FORMATS.items() if d.format in v)}",
         )
+        require((self.eval is not None) == (self.method.name == "eval"),
+                f"the eval section is read by method=eval only, but method.name={self.method.name}: remove the eval "
+                "overrides (or set method=eval)" if self.eval is not None else
+                "method.name=eval needs its eval section: set method=eval")
         ppo = self.method.ppo
         require(
             self.roles is None or ppo is not None,
@@ -106,6 +116,13 @@ class JobConfig:
             d.max_length <= m.max_position_embeddings,
             f"data.max_length={d.max_length} exceeds model.max_position_embeddings={m.max_position_embeddings} "
             f"of {m.name}: set data.max_length={m.max_position_embeddings}",
+        )
+        generate = self.method.generate
+        require(
+            generate is None or d.max_length + generate.max_new_tokens <= m.max_position_embeddings,
+            f"data.max_length={d.max_length} prompt tokens + method.generate.max_new_tokens="
+            f"{generate and generate.max_new_tokens} exceed model.max_position_embeddings={m.max_position_embeddings}"
+            f" of {m.name}: lower data.max_length or method.generate.max_new_tokens",
         )
         if ppo is not None:  # PPO's sizes left to the job are filled in here, so config.yaml records them
             self.roles = self.roles or RolesConfig()

@@ -4,10 +4,17 @@ import math
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
+from belle.config.generate import GenerateConfig
 from belle.config.ppo import PpoConfig
 
-DATA_FORMATS = {"sft": "sft", "pretrain": "pretrain", "rm": "preference", "dpo": "dpo", "ppo": "prompt"}
-"""The data format (data.format) each method trains on; belle.recipes.RECIPES has a recipe for each method."""
+DATA_FORMATS = {
+    "sft": ("sft",), "pretrain": ("pretrain",), "rm": ("preference",), "dpo": ("dpo",), "ppo": ("prompt",),
+    "generate": ("prompt", "sft"), "eval": ("eval",),
+}
+"""The data formats (data.format) each method reads, its usual one first (generate answers prompt records, or the
+instruction/conversation records of sft data); belle.recipes.RECIPES has a recipe for each method."""
+BLOCKS = {"rm": ("rm",), "dpo": ("dpo",), "ppo": ("ppo",), "generate": ("generate", "eval")}
+"""Each settings block (method.<block>) → the methods that read it: it is set exactly when method.name is one."""
 METHODS = tuple(DATA_FORMATS)
 DPO_LOSSES = ("sigmoid", "ipo")
 DPO_REFERENCES = ("auto", "adapters_off", "precomputed", "engine")
@@ -94,8 +101,9 @@ class DpoConfig:
 @dataclass
 class MethodConfig:
     name: str = "sft"
-    """sft (instruction tuning), pretrain (continued pretraining on raw text), rm (reward model on preference pairs)
-    dpo (direct preference optimisation) or ppo (RLHF with actor, critic, reference and reward roles)."""
+    """sft (instruction tuning), pretrain (continued pretraining on raw text), rm (reward model on preference pairs),
+    dpo (direct preference optimisation), ppo (RLHF with actor, critic, reference and reward roles) or generate
+    (answer every prompt with model.path, nothing trained) or eval (answer an eval set, then score the answers)."""
     lora: LoraConfig | None = None
     """LoRA adapters; None trains every parameter."""
     rm: RmConfig | None = None
@@ -104,6 +112,8 @@ class MethodConfig:
     """DPO's settings (method.name=dpo only)."""
     ppo: PpoConfig | None = None
     """PPO's settings (method.name=ppo only); its roles' placement is the ``roles`` group."""
+    generate: GenerateConfig | None = None
+    """How prompts are answered (method.name=generate or eval)."""
 
     @property
     def dpo_reference(self) -> str:
@@ -114,19 +124,25 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         one_of("method.name", self.name, METHODS)
-        for block in ("rm", "dpo", "ppo"):
-            if block == self.name:
+        for block, readers in BLOCKS.items():
+            if self.name in readers:
                 require(
                     getattr(self, block) is not None,
-                    f"method.name={block} needs its method.{block} block: set method={block}",
+                    f"method.name={self.name} needs its method.{block} block: set method={self.name}",
                 )
             else:
                 require(
                     getattr(self, block) is None,
-                    f"method.{block} is set but method.name={self.name}: set method={block} (or method.{block}=null)",
+                    f"method.{block} is set but method.name={self.name}: set method={readers[0]} (or "
+                    f"method.{block}=null)",
                 )
         require(
             not (self.dpo is not None and self.dpo.reference == "adapters_off" and self.lora is None),
             "method.dpo.reference=adapters_off needs LoRA adapters (method.lora): set method.dpo.reference=precomputed "
             "or method=dpo_lora",
+        )
+        require(
+            not (self.generate is not None and self.lora is not None),
+            f"method.name={self.name} trains nothing, so method.lora is unread: point model.path at a LoRA adapter "
+            f"(a run's export/adapter) to answer with it, and set method={self.name}",
         )

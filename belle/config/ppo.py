@@ -11,7 +11,7 @@ from belle.config.roles import TRAINED_ROLES, RolesConfig
 KL_ESTIMATORS = ("k1", "k2", "k3")
 """belle.rlhf.ppo_losses.KL_ESTIMATORS (kept here so the config imports no torch)."""
 REWARD_SOURCES = ("model", "rule")
-REWARD_RULES = ("math_answer", "chinese_ratio", "length_target")
+REWARD_RULES = ("math_answer", "chinese_ratio", "length_target", "math_final", "exact_match")
 """belle.score.rules.RULES by name."""
 CRITIC_INITS = ("reward", "policy")
 KL_ERROR_CLIP = 0.2

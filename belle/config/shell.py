@@ -4,7 +4,7 @@ write a credential as literal text."""
 import re
 import shlex
 
-from belle.config._checks import SECRET
+from belle.config._checks import NAMES_A_PLACE, SECRET
 
 _ASSIGNED = re.compile(r"(?:^|[,=])([A-Za-z_][A-Za-z0-9_]*)=([^,]*)")
 """NAME=value in a shell word, also inside a comma list (sbatch --export=ALL,HF_TOKEN=…)."""
@@ -20,8 +20,6 @@ _TOKEN_SHAPES = (
 )
 """Literal text shaped like a credential, whatever name or option carries it (`curl -H "Authorization: Bearer …"`,
 `git clone https://user:…@host`, `echo hf_… > file`, `bash -c "…"`)."""
-_NOT_A_CREDENTIAL = re.compile(r"_(file|path|stdin|env|dir)$", re.IGNORECASE)
-"""Options that name where a credential is (--password-file, --password-stdin), not the credential."""
 
 
 def _words(line: str) -> list[str]:
@@ -53,7 +51,7 @@ def literal_credentials(line: str) -> list[str]:
         if word.startswith("-"):
             option, has_value, value = word.partition("=")
             key = option.lstrip("-").replace("-", "_")
-            if SECRET.search(key) and not _NOT_A_CREDENTIAL.search(key) and _literal(value if has_value else following):
+            if SECRET.search(key) and not NAMES_A_PLACE.search(key) and _literal(value if has_value else following):
                 found.append(option)
         if word == "login" and after and _literal(after[0]) and not re.search(r"[.:/]", after[0]):
             logins.append("the argument of `login`")

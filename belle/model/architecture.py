@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 from belle.config import ModelConfig
+from belle.model.source import model_source
 
 # Architecture numbers compared between the model group and a model folder's config.json.
 _KEYS = {
@@ -47,13 +48,23 @@ def hf_config(model: ModelConfig, pad_token_id: int = 3, eos_token_id: int = 2, 
     )
 
 
-def check_model_path(model: ModelConfig, key: str = "model.path", policy: ModelConfig | None = None) -> None:
+def check_model_path(
+    model: ModelConfig, key: str = "model.path", policy: ModelConfig | None = None, adapters: bool = False
+) -> None:
     """Fail early when ``model.path`` (set by ``key``) is not a model folder, or describes another architecture than
     ``model``; where ``model`` is a reward model scoring ``policy``'s tokens, when it is not one (a
-    …ForSequenceClassification export with the policy's vocabulary size)."""
+    …ForSequenceClassification export with the policy's vocabulary size). A LoRA adapter (or a run dir holding one,
+    belle.model.source) is checked as its base where ``adapters`` allows one, else refused."""
     if model.path is None:
         return
-    folder = Path(model.path).expanduser()
+    source = model_source(model.path)
+    if source.adapter and not adapters:
+        raise ValueError(
+            f"{key}={model.path} is a LoRA adapter ({source.adapter}, on {source.folder}): training starts from a "
+            f"full model: point {key} at its merged export (method.lora.export_merged=true writes export/merged) "
+            "or at its base with method=lora"
+        )
+    folder = Path(source.folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
         what = "has no config.json" if folder.is_dir() else "is not a folder" if folder.exists() else "does not exist"

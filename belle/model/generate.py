@@ -1,6 +1,7 @@
-"""Sampling responses from a causal LM: prompts left-padded to the longest, one response per prompt, the RNG reseeded
-from (seed, step, rank) so that a step run again samples the same tokens. Works on a plain module or a DeepSpeed
-engine's module (ZeRO-3: ``synced_gpus``)."""
+"""Answering prompts with a causal LM, shared by PPO's rollouts and the generate and eval jobs: prompts left-padded to
+the longest, one response per prompt, greedy at temperature 0 or sampled with the RNG reseeded from (seed, step,
+rank) so that a step run again samples the same tokens. Works on a plain module or a DeepSpeed engine's module
+(ZeRO-3: belle.strategy.engine.generating gives the module and ``synced_gpus``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def step_seed(*parts: int) -> int:
 
 
 class Sampler:
-    """How one rank samples: at ``temperature`` with nucleus ``top_p`` (no top-k), up to ``max_new_tokens``, with the
-    tokenizer's pad and EOS; reseeded per call from (``seed``, step, ``rank``)."""
+    """How one rank answers: greedy at ``temperature`` 0, else sampled at ``temperature`` with nucleus ``top_p`` (no
+    top-k), up to ``max_new_tokens``, with the tokenizer's pad and EOS; reseeded per call from (``seed``, step,
+    ``rank``)."""
 
     def __init__(self, tokenizer, *, temperature: float, top_p: float, max_new_tokens: int, seed: int, rank: int):
         from transformers import GenerationConfig
@@ -27,22 +29,31 @@ class Sampler:
         from belle.data.template import pad_id
 
         self.tokenizer, self.seed, self.rank = tokenizer, seed, rank
-        self.pad = pad_id(tokenizer)
+        self.pad, self.eos = pad_id(tokenizer), tokenizer.eos_token_id
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature else dict(
+            do_sample=False, temperature=None, top_p=None, top_k=None)
         self.config = GenerationConfig(
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-            pad_token_id=self.pad, eos_token_id=tokenizer.eos_token_id,
+            **sampling, max_new_tokens=max_new_tokens, pad_token_id=self.pad, eos_token_id=self.eos,
         )
 
     @torch.no_grad()
     def sample(self, module, prompts: list[list[int]], step: int, device, synced_gpus: bool = False) -> list[list[int]]:
         """One response per prompt by ``module`` (token ids, as generated: up to max_new_tokens, pad after an EOS).
-        The RNG is reseeded from (seed, step, rank), so a resumed step samples the same tokens."""
+        The RNG is reseeded from (seed, step, rank), so a resumed step samples the same tokens. ``synced_gpus``
+        (ZeRO-3 with partitioned weights): every rank keeps taking part in forward passes until all are done."""
         torch.manual_seed(step_seed(self.seed, step, self.rank))
         batch = left_pad(prompts, self.pad)
         with _generating(module):
             out = module.generate(**{k: v.to(device) for k, v in batch.items()}, generation_config=self.config,
                                   synced_gpus=synced_gpus)
         return out[:, batch["input_ids"].shape[1]:].tolist()
+
+
+def finished(response: list[int], eos: int) -> tuple[list[int], str]:
+    """A generated response up to its EOS (excluded) and why it ended: "eos", or "length" (max_new_tokens)."""
+    if eos in response:
+        return response[:response.index(eos)], "eos"
+    return response, "length"
 
 
 def left_pad(prompts: list[list[int]], pad: int) -> dict[str, torch.Tensor]:

@@ -10,8 +10,9 @@ threads building at once would restore each other's switch and leave it changed,
 
 
 def load_tokenizer(model: ModelConfig):
-    """The tokenizer of ``model``: tokenizer_path, else path, else the tiny tokenizer trained on the bundled data."""
-    folder = model.tokenizer_path or model.path
+    """The tokenizer of ``model``: tokenizer_path, else path's (an adapter's own, else its base's: belle.model.source),
+    else the tiny tokenizer trained on the bundled data."""
+    folder = model.tokenizer_path or _tokenizer_folder(model.path)
     if folder is None:
         from belle.model.tokenizer import tiny_tokenizer
 
@@ -35,6 +36,21 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 """Files of which a tokenizer folder holds at least one."""
 
 
+def _tokenizer_folder(path: str | None) -> str | None:
+    """The folder holding model.path's tokenizer: the adapter's, else the model's it resolves to (else path itself,
+    for the check to name)."""
+    from pathlib import Path
+
+    from belle.model.source import model_source
+
+    if path is None:
+        return None
+    source = model_source(path)
+    holding = [f for f in (source.adapter, source.folder)
+               if f and any((Path(f) / name).is_file() for name in TOKENIZER_FILES)]
+    return holding[0] if holding else path
+
+
 def _check_tokenizer_folder(model: ModelConfig, folder: str) -> None:
     """A one-line error before transformers gets a folder that is missing or holds no tokenizer."""
     from pathlib import Path
@@ -51,9 +67,9 @@ def _check_tokenizer_folder(model: ModelConfig, folder: str) -> None:
 
 
 def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: int = 0, task: str = "causal_lm"):
-    """Load ``model.path`` with its weights, or build a randomly initialised model from the config numbers, in
-    ``dtype`` (None: the checkpoint's own dtype, or float32 for a random model), for ``task``
-    (belle.model.heads: causal_lm, or score — a fresh one-output head on the backbone)."""
+    """Load ``model.path`` with its weights (a LoRA adapter on its base: belle.model.source), or build a randomly
+    initialised model from the config numbers, in ``dtype`` (None: the checkpoint's own dtype, or float32 for a random
+    model), for ``task`` (belle.model.heads: causal_lm, or score — a fresh one-output head on the backbone)."""
     import torch
 
     from belle.data.template import pad_id
@@ -65,11 +81,19 @@ def build_model(model: ModelConfig, attn_implementation: str, dtype=None, seed: 
         register_torch_varlen()
     head = {} if task == CAUSAL_LM else score_head_kwargs(pad_id(load_tokenizer(model)))
     if model.path is not None:
-        check_model_path(model)
+        from belle.model.source import model_source
+
+        check_model_path(model, adapters=True)
+        source = model_source(model.path)
         with _BUILDING:
-            return auto_class(task).from_pretrained(
-                model.path, attn_implementation=attn_implementation, dtype=dtype or "auto", **head
+            net = auto_class(task).from_pretrained(
+                source.folder, attn_implementation=attn_implementation, dtype=dtype or "auto", **head
             )
+        if source.adapter:  # answered with the adapter as trained, not merged (the recipes that train refuse it)
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(net, source.adapter)
+        return net
     config = hf_config(model)
     config._attn_implementation = attn_implementation
     for key, value in head.items():

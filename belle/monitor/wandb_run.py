@@ -142,6 +142,14 @@ class WandbRun:
         """Log a metrics record at optimizer step ``step`` (None values left out)."""
         self.run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
 
+    def table(self, name: str, rows: list[dict], step: int) -> None:
+        """Log ``rows`` (dicts with the same keys) as the W&B table ``name`` at ``step``."""
+        import wandb
+
+        columns = list(rows[0]) if rows else []
+        self.run.log({name: wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])},
+                     step=step)
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (a non-zero code marks it failed) and flush it to disk or the server."""
         self.run.finish(exit_code=exit_code)

@@ -31,7 +31,8 @@ from types import ModuleType
 
 RECIPES = {
     "sft": "belle.recipes.sft", "pretrain": "belle.recipes.sft", "rm": "belle.recipes.rm", "dpo": "belle.recipes.dpo",
-    "ppo": "belle.recipes.ppo",
+    "ppo": "belle.recipes.ppo", "generate": "belle.recipes.generate",
+    "eval": "belle.recipes.eval",
 }
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
 FACE = ("KIND", "FORMATS", "check", "data_facts", "plan", "prepare", "preview", "train", "SUMMARY")

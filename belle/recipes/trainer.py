@@ -16,8 +16,12 @@ SUMMARY = {"final_loss": "loss", "eval_loss": "eval_loss"}
 
 
 def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
-    """Nothing beyond the launcher's shared checks: a trainer reads every key it is given, and its checkpoints and
-    data are checked when it prepares."""
+    """Unless a dry run, model.path is a full model folder of the model group's architecture. A trainer reads every
+    key it is given; its checkpoints and data are checked when it prepares."""
+    from belle.model.architecture import check_model_path
+
+    if not job.launcher.dry_run:
+        check_model_path(job.model)
 
 
 def data_facts(job: JobConfig, tokenizer) -> DataFacts | None:

@@ -29,7 +29,7 @@ from belle.rlhf.batch import Stats, micro_batches
 from belle.rlhf.forward import response_log_probs, token_scores
 from belle.rlhf.ppo_losses import entropy_from_logits, masked_mean, policy_loss, value_loss
 from belle.rlhf.weight_sync import SyncGroup, WeightStream
-from belle.strategy.engine import build_engine, build_frozen, no_dropout
+from belle.strategy.engine import build_engine, build_frozen, generating, no_dropout
 from belle.train.state import load_engine, save_engine
 
 
@@ -66,14 +66,10 @@ class Policy:
         self.weights, self.sync = WeightStream(self.engine.module), None
 
     def generate(self, prompts: list[list[int]], step: int) -> list[list[int]]:
-        """``Sampler.sample``'s responses, by the actor's own weights (an hf rollout in the actor's pool)."""
-        import deepspeed
-
-        zero3 = self.engine.zero_optimization_partition_weights()
-        gather = zero3 and roles_settings(self.job).rollout.gather_weights
-        module = self.engine.module
-        with deepspeed.zero.GatheredParameters(list(module.parameters())) if gather else nullcontext():
-            return self.sampler.sample(module, prompts, step, self.engine.device, synced_gpus=zero3 and not gather)
+        """``Sampler.sample``'s responses, by the actor's own weights (an hf rollout in the actor's pool); under
+        ZeRO-3 as belle.strategy.engine.generating says (roles.rollout.gather_weights)."""
+        with generating(self.engine, roles_settings(self.job).rollout.gather_weights) as (module, synced_gpus):
+            return self.sampler.sample(module, prompts, step, self.engine.device, synced_gpus=synced_gpus)
 
     @torch.no_grad()
     def log_probs(self, batch: dict, adapters: bool = True) -> torch.Tensor:

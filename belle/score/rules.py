@@ -60,16 +60,56 @@ def length_target(response: str, reference: str | None = None, target: int = 64)
     return max(0.0, 1 - abs(len(response) - target) / target)
 
 
+def _final(text: str) -> Fraction | None:
+    """A text's final answer: the first number after its last 答案 when one follows it (``答案：15，验算2次`` → 15),
+    else its last number; None without a number."""
+    _, marker, tail = text.rpartition(ANSWER_MARKER)
+    after = _NUMBER.search(tail) if marker else None
+    numbers = [after.group()] if after else _NUMBER.findall(text)
+    return _value(numbers[-1]) if numbers else None
+
+
+def math_final(response: str, reference: str | None = None) -> float:
+    """1.0 when the response's final answer equals the reference's exactly (0.75 equals 3/4; thousands commas and
+    units such as 米 or 元 do not count), else 0.0. A text's final answer is the first number after its last
+    ``答案`` when one follows it, else its last number, so chain-of-thought references without BELLE's
+    ``答案：N`` (most of the eval set's math items) are scorable."""
+    problem = unscorable("math_final", reference)
+    if problem:
+        raise ValueError(f"math_final cannot score this prompt: {problem}: fix the record or use another rule")
+    return float(_final(response) == _final(reference))
+
+
+def _label(text: str) -> str:
+    """A short answer as compared: stripped, trailing 。.！! removed, case-folded."""
+    return text.strip().rstrip("。.！!").strip().casefold()
+
+
+def exact_match(response: str, reference: str | None = None) -> float:
+    """1.0 when the response equals the reference as a label (both stripped, trailing 。.！! removed, case-folded),
+    else 0.0: for eval sets whose references are short labels."""
+    problem = unscorable("exact_match", reference)
+    if problem:
+        raise ValueError(f"exact_match cannot score this prompt: {problem}: fix the record or use another rule")
+    return float(_label(response) == _label(reference))
+
+
 RULES: dict[str, Callable[..., float]] = {
     "math_answer": math_answer,
     "chinese_ratio": chinese_ratio,
     "length_target": length_target,
+    "math_final": math_final,
+    "exact_match": exact_match,
 }
 
 
 REFERENCE_NEEDS = {
     "math_answer": "prompt records whose answer ends with BELLE's 答案：N (instruction or conversation records, e.g. "
                    "data=sample_math_prompts)",
+    "math_final": "records whose answer holds a number, the last one (or the first after a final 答案) being the "
+                  "answer (instruction or conversation records, or the math items of BELLE's eval set)",
+    "exact_match": "records whose answer is a short label, such as a class name (BELLE's classification answers "
+                   "are prose)",
 }
 """What each rule that compares a response with the prompt's reference answer needs of the data (the other rules
 read the response alone)."""
@@ -81,8 +121,12 @@ def unscorable(name: str, reference: str | None) -> str | None:
         return None
     if reference is None:
         return 'it has no reference answer ({"text"} prompts carry none)'
-    if _expected(reference) is None:
+    if name == "math_answer" and _expected(reference) is None:
         return f"its reference answer {reference[-40:]!r} has no final 答案：N"
+    if name == "math_final" and _final(reference) is None:
+        return f"its reference answer {reference[-40:]!r} has no number"
+    if name == "exact_match" and not _label(reference):
+        return "its reference answer is empty"
     return None
 
 

@@ -89,6 +89,26 @@ def inference_model(model: ModelConfig, precision: str, *, attention: str, seed:
     return net
 
 
+@contextmanager
+def generating(model, gather: bool):
+    """``(module, synced_gpus)`` to call ``Sampler.sample`` with, for a plain module or a DeepSpeed engine. Under
+    ZeRO-3 with ``gather`` the whole weights are gathered once and DeepSpeed's per-module hooks are off while it
+    generates, so no rank waits on another (they would otherwise partition the weights again after the first
+    forward, and every decoding step would gather every layer); without ``gather`` the weights stay partitioned and
+    every rank runs forward passes in lockstep until all have finished (``synced_gpus``): call it the same number of
+    times on every rank."""
+    zero3 = hasattr(model, "zero_optimization_partition_weights") and model.zero_optimization_partition_weights()
+    if not zero3:
+        yield getattr(model, "module", model), False
+    elif gather:
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(model):
+            yield model.module, False
+    else:
+        yield model.module, True
+
+
 def no_dropout(module) -> None:
     """Dropout p=0 everywhere (layers and attention), so a forward in training mode is deterministic."""
     import torch

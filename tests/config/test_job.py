@@ -16,14 +16,14 @@ def _error(job, *overrides) -> str:
 
 def test_pretrain_method_on_instruction_data_is_refused(job):
     assert _error(job, "method=pretrain", "data=belle_2m") == (
-        "method.name=pretrain trains on data.format=pretrain records, but data=belle_2m is data.format=sft: "
+        "method.name=pretrain reads data.format=pretrain records, but data=belle_2m is data.format=sft: "
         "set data=sample_pretrain (or other pretrain data), or method.name=sft"
     )
 
 
 def test_sft_method_on_text_data_is_refused(job):
     message = _error(job, "method=sft", "data=sample_pretrain")
-    assert message.startswith("method.name=sft trains on data.format=sft records") and "set data=sample" in message
+    assert message.startswith("method.name=sft reads data.format=sft records") and "set data=sample" in message
 
 
 def test_a_wrong_data_format_names_the_method_too(job):

@@ -80,7 +80,8 @@ def test_bad_kl_settings(settings, fix):
 
 @pytest.mark.parametrize("settings,fix", [
     ({"source": "human"}, "set method.ppo.reward.source=<one of them>"),
-    ({"source": "rule"}, "set method.ppo.reward.rule=<one of math_answer, chinese_ratio, length_target>"),
+    ({"source": "rule"},
+     "set method.ppo.reward.rule=<one of math_answer, chinese_ratio, length_target, math_final, exact_match>"),
     ({"source": "rule", "rule": "politeness"}, "set method.ppo.reward.rule=<one of them>"),
     ({"rule": "chinese_ratio"}, "set method.ppo.reward.source=rule, or method.ppo.reward.rule=null"),
     ({"clip": 0}, "set method.ppo.reward.clip=5"),

@@ -64,7 +64,7 @@ def test_packing_pairs_is_refused(job, method, data):
 
 def test_a_method_on_data_of_another_format_names_the_bundled_pairs(job):
     assert _error(job, "method=rm", "data=sample") == (
-        "method.name=rm trains on data.format=preference records, but data=sample is data.format=sft: "
+        "method.name=rm reads data.format=preference records, but data=sample is data.format=sft: "
         "set data=sample_preference (or other preference data), or method.name=sft"
     )
     assert "set data=sample_dpo" in _error(job, "method=dpo", "data=sample_preference")

@@ -31,6 +31,9 @@ def test_experiment_plans(name, cfg, tmp_path):
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["experiment"] == name
     assert plan["model"]["params_total"] > plan["model"]["params_trainable"] > 0 or plan["method"] != "sft+lora"
+    if plan["recipe"]["trains"] is None:  # it answers and scores: no batch, no optimizer steps
+        assert plan["generate"]["max_new_tokens"] > 0 and plan["model"]["params_trainable"] == 0
+        return
     if name.startswith("ppo"):  # each role has its own batch and memory: the placement holds them
         assert "batch" not in plan and "memory_gib_per_gpu" not in plan and plan["placement"]["lines"]
     else:
@@ -81,11 +84,16 @@ DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 @pytest.mark.parametrize("name", DATA)
 def test_the_smoke_data_of_every_data_group_has_its_format(name, cfg):
     """+smoke=tiny swaps in data.smoke_path: bundled records of the group's own format (pairs for RM and DPO;
-    prompts, or instruction records whose answers are references, for PPO)."""
+    prompts, or instruction records whose answers are references, for PPO; an eval set for method=eval)."""
     from belle.data.conversation import record_kind
     from belle.data.records import iter_records
 
     data = cfg(f"data={name}").data
+    if data.format == "eval":
+        from belle.data.eval_set import read_eval_set
+
+        assert read_eval_set(data.smoke_path)
+        return
     kinds = {record_kind(record) for record, _ in iter_records(data.smoke_path)}
     expected = {"sft": {"instruction", "conversations"}, "pretrain": {"text"}, "preference": {"preference"},
                 "dpo": {"dpo"}, "prompt": {"text", "instruction", "conversations"}}[data.format]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from launches import finish, metrics, ray_processes, wait_until_ray_is_gone
+from openai_server import OpenAIServer, chat_reply
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -59,6 +60,35 @@ def test_demo_trains_and_leaves_the_run_directory(launcher, tmp_path):
         assert (run_dir / name).exists(), name
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == ["step-000020", "step-000030"]
     assert json.loads((run_dir / "checkpoints" / "latest").read_text())["step"] == 30
+
+    # the README's next step: evaluate what it trained (its LoRA adapter on its base, as the run dir names it),
+    # judged by an OpenAI-compatible server on 127.0.0.1
+    with OpenAIServer(lambda path, body, n: chat_reply("得分：0.5")) as judge:
+        evaluated = tmp_path / "eval"
+        finish(launcher(f"launcher.run_dir={evaluated}", "method=eval", f"model.path={run_dir}",
+                        f"eval.judge.url={judge.url}", "eval.judge.model=judge-1", "method.generate.max_new_tokens=16",
+                        log=tmp_path / "eval.log"), tmp_path / "eval.log")
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert (summary["status"], summary["score"], summary["unscored"], summary["answers"]) == ("completed", 0.5, 0, 31)
+    rows = [json.loads(line) for line in (evaluated / "generations.jsonl").read_text().splitlines()]
+    assert rows[0]["model"]["kind"] == "adapter" and rows[0]["model"]["adapter"] == str(run_dir / "export" / "adapter")
+    assert _answer_of_the_adapter(run_dir / "export" / "adapter", rows[0]) == rows[0]["response"]
+
+
+def _answer_of_the_adapter(adapter: Path, row: dict) -> str:
+    """Greedy answer of PEFT's adapter on its base to the row's prompt, as plain transformers + PEFT give it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16), adapter)
+    ids = torch.tensor([tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)[0, ids.shape[1]:]
+    tokens, eos = out.tolist(), tokenizer.eos_token_id
+    return tokenizer.decode(tokens[:tokens.index(eos)] if eos in tokens else tokens)
 
 
 def test_a_killed_and_a_hung_worker_are_replaced_then_a_killed_launch_resumes_as_if_never_stopped(

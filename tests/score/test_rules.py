@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from belle.score.rules import RULES, chinese_ratio, length_target, math_answer, rule
+from belle.score.rules import (
+    REFERENCE_NEEDS,
+    RULES,
+    chinese_ratio,
+    exact_match,
+    length_target,
+    math_answer,
+    math_final,
+    rule,
+    unscorable,
+)
 
 MATH = Path(__file__).parents[2] / "belle" / "data" / "samples" / "math.jsonl"
 
@@ -73,7 +83,87 @@ def test_length_target():
 
 
 def test_rule_registry():
-    assert set(RULES) == {"math_answer", "chinese_ratio", "length_target"}
+    assert set(RULES) == {"math_answer", "chinese_ratio", "length_target", "math_final", "exact_match"}
+    assert set(REFERENCE_NEEDS) == {"math_answer", "math_final", "exact_match"}
     assert rule("chinese_ratio") is chinese_ratio
-    with pytest.raises(ValueError, match="math_answer, chinese_ratio, length_target"):
+    assert rule("math_final") is math_final and rule("exact_match") is exact_match
+    with pytest.raises(ValueError, match="math_answer, chinese_ratio, length_target, math_final, exact_match"):
         rule("bleu")
+
+
+@pytest.mark.parametrize(
+    "response, reference, expected",
+    [
+        ("所以每人分到9颗糖。", "36÷4=9，所以每人分到9颗糖。", 1.0),  # prose: the last numbers
+        ("每人9颗", "36÷4=9，所以每人分到9颗糖。", 1.0),
+        ("每人8颗", "36÷4=9，所以每人分到9颗糖。", 0.0),
+        ("一共5,000个零件", "1,250×4=5,000（个）\n答案：5,000", 1.0),  # thousands commas
+        ("一共5000个", "1,250×4=5,000（个）", 1.0),
+        ("售价160元", "200×0.8=160，打折后卖160元", 1.0),  # units do not count
+        ("结果是0.75", "3/4", 1.0),  # exact values
+        ("结果是0.7500001", "3/4", 0.0),
+        ("x=24 因此，长方形的宽为20厘米", "宽为24厘米", 0.0),  # the last number counts, right or wrong
+        ("答案：15米，验算 15 + 1 = 16", "答案：15", 1.0),  # the first number after the last 答案
+        ("先算出12，答案：15。检验无误，共2步", "15", 1.0),  # ... is preferred over later numbers
+        ("答案：15", "长方形的周长是15厘米，答案：15，验算用了2次", 1.0),  # in the reference too
+        ("答案：12，更正：答案：15", "15", 1.0),  # the last 答案 counts
+        ("答案：12，最后是15", "15", 0.0),
+        ("算得15，答案见上", "15", 1.0),  # a 答案 with no number after it: the last number
+        ("答案：-5", "答案：－5", 1.0),
+        ("答案：", "结果是15", 0.0),  # a response without a number
+    ],
+)
+def test_math_final(response, reference, expected):
+    assert math_final(response, reference) == expected
+
+
+def test_math_final_needs_a_number_in_the_reference():
+    assert unscorable("math_final", None) == 'it has no reference answer ({"text"} prompts carry none)'
+    assert unscorable("math_final", "没有数字的回答") == "its reference answer '没有数字的回答' has no number"
+    assert unscorable("math_final", "共9颗") is None
+    with pytest.raises(ValueError, match="math_final cannot score this prompt: it has no reference answer"):
+        math_final("9", None)
+    with pytest.raises(ValueError, match="has no number"):
+        math_final("9", "很多")
+
+
+def test_math_final_scores_the_bundled_math_records(records):
+    for record in records:  # BELLE's 答案：N references, as math_answer does
+        answer = record["output"]
+        final = int(answer.rpartition("答案：")[2])
+        assert math_final(answer, answer) == 1.0
+        assert math_final(f"所以是{final}个", answer) == 1.0
+        assert math_final(f"所以是{final + 1}个", answer) == 0.0
+
+
+@pytest.mark.parametrize(
+    "response, reference, expected",
+    [
+        ("正面", "正面", 1.0),
+        (" 正面。\n", "正面", 1.0),
+        ("正面！", "正面。", 1.0),
+        ("Positive.", "positive", 1.0),
+        ("POSITIVE!", "Positive", 1.0),
+        ("负面", "正面", 0.0),
+        ("正面情感", "正面", 0.0),  # whole-label equality, not containment
+        ("正面，", "正面", 0.0),  # only 。.！! are dropped
+    ],
+)
+def test_exact_match(response, reference, expected):
+    assert exact_match(response, reference) == expected
+
+
+def test_exact_match_needs_a_reference_label():
+    assert unscorable("exact_match", None) == 'it has no reference answer ({"text"} prompts carry none)'
+    assert unscorable("exact_match", " 。") == "its reference answer is empty"
+    assert unscorable("exact_match", "正面") is None
+    with pytest.raises(ValueError, match="exact_match cannot score this prompt: it has no reference answer"):
+        exact_match("正面", None)
+
+
+def test_the_reference_checks_stay_per_rule():
+    prose = "36÷4=9，所以每人分到9颗糖。"  # no 答案: math_answer cannot score it, math_final can
+    assert unscorable("math_answer", prose) == f"its reference answer {prose!r} has no final 答案：N"
+    assert unscorable("math_final", prose) is None
+    assert unscorable("exact_match", prose) is None
+    assert unscorable("chinese_ratio", None) is None

@@ -1,0 +1,138 @@
+"""Evaluating a model (method=eval) as BELLE's papers did: every item of an eval set ({"question","std_answer",
+"class"}) answered by model.path through the training template on every worker (as method=generate), then scored
+on rank 0 — by an LLM judge over an OpenAI-compatible endpoint with BELLE's per-class prompts, or by a rule — into
+eval/items.jsonl, eval/scores.json (per class, the paper's 9 categories, score and score w/o others with bootstrap
+intervals) and eval/scores.png. A rerun answers only what is missing and judges from its cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from belle.config import JobConfig
+from belle.config._checks import require
+from belle.data.facts import DataFacts
+from belle.plan import RecipePlan
+from belle.recipes import generate
+
+KIND = "spmd"
+FORMATS = ("eval",)
+SUMMARY = {"score": "score", "score_wo_others": "score_wo_others", "unscored": "unscored", "answers": "answers"}
+"""summary.json key → the metrics.jsonl key whose last logged value it holds."""
+ITEM_COLUMNS = ("id", "class", "category", "score", "status", "question", "reference", "response", "judge_reply")
+"""The columns of the W&B table of items."""
+
+
+def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
+    """What method=generate refuses, one answer per item, and the eval set and its judge prompts read (every class
+    of the set must have a prompt, the bundled prompts only judge the bundled set): refused here, before anything
+    starts."""
+    from belle.data.eval_set import check_prompts, read_eval_set, read_judge_prompts
+    from belle.data.records import SAMPLES_DIR
+
+    generate.check(job, command_line, run_dir)
+    require(job.method.generate.num_samples == 1,
+            f"method.generate.num_samples={job.method.generate.num_samples}: an evaluation scores one answer per item:"
+            " set method.generate.num_samples=1")
+    e = job.eval
+    if job.launcher.dry_run or e.scorer != "judge":
+        return
+    require(e.missing() is None, e.missing())
+    bundled = SAMPLES_DIR / "eval"
+    require(Path(e.prompts).parent != bundled or all(Path(p).parent == bundled for p in job.data.path.split(",")),
+            f"data.path={job.data.path} is not the bundled stand-in, but eval.prompts is the stand-in's judge prompts: "
+            "set eval.prompts=<the judge prompts of your eval set> (BELLE's: eval/eval_prompt.json)")
+    check_prompts(read_eval_set(job.data.path), read_judge_prompts(e.prompts), source=e.prompts)
+
+
+def read(job: JobConfig, tokenizer) -> tuple[list, list]:
+    """The eval items and their prompts (each question one human turn, cut to its last data.max_length tokens)."""
+    from belle.data.eval_set import read_eval_set
+    from belle.data.prompts import question_prompts
+
+    items = read_eval_set(job.data.path)
+    prompts = question_prompts([(i.id, i.question, i.reference, i.where) for i in items], tokenizer,
+                               job.data.max_length)
+    return items, prompts
+
+
+def data_facts(job: JobConfig, tokenizer) -> DataFacts:
+    """Every item is read and checked here."""
+    _, prompts = read(job, tokenizer)
+    return DataFacts(len(prompts), sum(len(p.ids) for p in prompts) / len(prompts),
+                     f"exact: all {len(prompts)} items read")
+
+
+def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
+    """The answers' plan (method=generate's), then how they are scored."""
+    own = generate.plan(job, facts, warnings)
+    e = job.eval
+    if e.missing():
+        warnings.append(f"a launch would be refused: {e.missing()}")
+    scored = (f"judge {e.judge.model} at {e.judge.url} ({e.judge.concurrency} in flight, key from "
+              f"${e.judge.api_key_env}), BELLE's prompts {e.prompts}" if e.scorer == "judge" else f"rule {e.rule}")
+    answering = job.model.path or "the randomly initialised model"
+    own.recipe = {"name": "eval", "kind": KIND, "trains": None, "produces": f"scores of {answering} on {job.data.name}"}
+    own.sections["eval"] = {"scorer": e.scorer, "judge": e.judge.model if e.scorer == "judge" else None,
+                            "rule": e.rule if e.scorer == "rule" else None, "agreement_rule": e.agreement_rule,
+                            "bootstrap": e.boot}
+    own.lines.append(f"  scoring    {scored}; 95% bootstrap intervals ({e.boot} resamples)")
+    return own
+
+
+def prepare(job: JobConfig, run_dir: Path | None) -> None:
+    """Nothing to prepare: the items are read by each worker."""
+
+
+def preview(job: JobConfig, tokenizer) -> tuple[list, list | None, str]:
+    """The first launcher.preview questions as the model sees them, with their reference answers."""
+    from belle.data.template import IGNORE_INDEX, Sample
+
+    _, prompts = read(job, tokenizer)
+    prompts = prompts[: job.launcher.preview]
+    return ([Sample(p.ids, [IGNORE_INDEX] * len(p.ids)) for p in prompts], [p.reference for p in prompts],
+            "eval questions as the model sees them; the answer is generated after the last token")
+
+
+def train(job: JobConfig, run_dir: Path) -> dict:
+    """Answer every item on all ranks (belle.generation.job), then score them on rank 0 (belle.score.evaluation)
+    while the others return."""
+    from belle import rundir
+    from belle.config import job_dict
+    from belle.data.eval_set import read_judge_prompts
+    from belle.generation.job import generate_all
+    from belle.heartbeat import Heartbeat
+    from belle.model.load import load_tokenizer
+    from belle.monitor.metrics import MetricsLog
+    from belle.monitor.wandb_run import start_wandb
+    from belle.score.evaluation import eval_set_hash, headline, score_items, write_scores
+    from belle.train.worker import start_worker
+
+    rank, world, on_gpu = start_worker(job)
+    run_dir = Path(run_dir)
+    tokenizer = load_tokenizer(job.model)
+    items, prompts = read(job, tokenizer)
+    done = generate_all(job, run_dir, prompts, tokenizer, rank, world, on_gpu)
+    if done.stopped or rank != 0:
+        return {"stopped": done.stopped}
+    rows = [json.loads(line) for line in (run_dir / rundir.GENERATIONS).read_text(encoding="utf-8").splitlines()]
+    answers = {row["id"]: row["response"] for row in rows}
+    judge_prompts = read_judge_prompts(job.eval.prompts) if job.eval.scorer == "judge" else {}
+    heartbeat = Heartbeat(run_dir, rank, done.step)
+    scored = score_items(job.eval, run_dir, items, answers, judge_prompts, lambda n: heartbeat(done.step + n))
+    produced = {"model": rows[0]["model"], "generation": rows[0]["sampling"], "data": job.data.name,
+                "eval_set": job.data.path, "eval_set_sha256": eval_set_hash(job.data.path)}
+    scores = write_scores(job.eval, run_dir, scored, produced)
+    record = {"step": done.step + len(items), "score": scores["score"]["mean"],
+              "score_wo_others": scores["score_wo_others"]["mean"], "unscored": scores["unscored"]["total"],
+              "answers": len(rows)}
+    MetricsLog(run_dir, resume_step=done.step).log(record)
+    wandb = start_wandb(job.monitor, run_dir, job.launcher.name, job_dict(job), resume_step=None)
+    if wandb:
+        by_category = {f"score/{c}": v["mean"] for c, v in scores["by_category"].items()}
+        wandb.log(record | by_category, step=record["step"])
+        wandb.table("eval_items", [{key: row.get(key) for key in ITEM_COLUMNS} for row in scored], record["step"])
+        wandb.finish()
+    print(f"eval: {headline(scores)} → {run_dir / 'eval'}", flush=True)
+    return {"score": scores["score"]["mean"]}

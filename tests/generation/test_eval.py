@@ -1,0 +1,141 @@
+"""method=eval on two spawned CPU workers (no Ray) against a real OpenAI-compatible judge on 127.0.0.1: a hand-checked
+mini set in BELLE's shape (mixed-case and U+00A0 class names), a judge that answers 429 with Retry-After, 500,
+garbage and unparsable replies; the per-class table and both macro averages; a rerun on the judge cache sends no
+request."""
+
+import json
+import re
+
+import pytest
+from composed import compose_job
+from distributed import spawn
+from openai_server import OpenAIServer, Reply, chat_reply, error_reply
+
+# question → the judge's replies in order (the last one repeats); class as BELLE writes it; reference
+ITEMS = [
+    ("问题甲：什么是光合作用？", "open qa", "植物利用光能把二氧化碳和水变成有机物。", ["得分：0.8"]),
+    ("问题乙：地球为什么有四季？", "open qa", "地轴倾斜，太阳直射点移动。", ["理由：基本正确。得分:0.6"]),
+    ("问题丙：根据短文，小明几点出门？", "Closed\u00a0QA", "七点。", ["得分：1"]),
+    ("问题丁：3加9等于几？", "math", "3+9=12，答案：12", ["得分：0"]),
+    ("问题戊：写一个求和函数。", "code", "def f(a, b): return a + b", [error_reply(500, "busy"), "得分：1.0"]),
+    ("问题己：把“你好”翻译成英文。", "translation", "Hello.", [Reply(raw=b"<html>oops"), "得分：0.4"]),
+    ("问题庚：把这句话改得更正式。", "rewrite", "", ["得分：0.6"]),
+    ("问题辛：写一首关于秋天的诗。", "generation", "", ["我觉得不错", "还是不错"]),
+    ("问题壬：想三个周末活动。", "brainstorming", "", [error_reply(429, "slow down", headers={"Retry-After": "0.2"}),
+                                                "得分：0.9"]),
+]
+PROMPTS = {
+    "open QA": "评价开放问答。", "closed\u00a0QA": "评价封闭问答。", "math": "你是数学老师。",
+    "code": "评价代码。", "translation": "评价翻译。", "rewrite": "评价改写。",
+    "generation": "评价生成。", "brainstorming": "评价头脑风暴。",
+}
+
+
+def _judge(path, body, n, seen: dict):
+    """The scripted judge: each question's replies in turn (a re-ask continues the same item's list)."""
+    content = body["messages"][0]["content"]
+    question = next(q for q, *_ in ITEMS if q in content)
+    replies = next(r for q, _, _, r in ITEMS if q == question)
+    index = min(seen.get(question, 0), len(replies) - 1)
+    seen[question] = seen.get(question, 0) + 1
+    reply = replies[index]
+    return chat_reply(reply, model="judge-1-0415") if isinstance(reply, str) else reply
+
+
+@pytest.fixture(scope="module")
+def eval_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval-set")
+    (folder / "eval_set.json").write_text("".join(
+        json.dumps({"question": q, "std_answer": ref, "class": cls}, ensure_ascii=False) + "\n"
+        for q, cls, ref, _ in ITEMS), encoding="utf-8")
+    (folder / "eval_prompt.json").write_text("".join(
+        json.dumps({"class": cls, "prompt": prompt}, ensure_ascii=False) + "\n" for cls, prompt in PROMPTS.items()),
+        encoding="utf-8")
+    return folder
+
+
+def _evaluate(model_dir, eval_files, url, run_dir, cache):
+    from belle.recipes import recipe
+
+    job = compose_job(
+        "method=eval", f"model.path={model_dir}", f"data.path={eval_files / 'eval_set.json'}",
+        f"eval.prompts={eval_files / 'eval_prompt.json'}", f"eval.judge.url={url}", "eval.judge.model=judge-1",
+        "eval.judge.concurrency=3", "eval.judge.timeout_s=5", f"eval.judge.cache={cache}", "strategy=zero2",
+        "strategy.precision=fp32", "method.generate.max_new_tokens=8", "method.generate.batch=4")
+    spawn(recipe("eval").train, job, str(run_dir), world=2)
+
+
+@pytest.fixture(scope="module")
+def evaluated(model_dir, eval_files, tmp_path_factory):
+    """The mini set evaluated twice into two run dirs sharing one judge cache: (first, second, requests sent by the
+    first, requests sent in all, every request)."""
+    from belle.model.tokenizer import tiny_tokenizer
+
+    tiny_tokenizer()
+    folder = tmp_path_factory.mktemp("evaluated")
+    seen: dict = {}
+    with OpenAIServer(lambda path, body, n: _judge(path, body, n, seen)) as server:
+        _evaluate(model_dir, eval_files, server.url, folder / "first", folder / "cache.jsonl")
+        sent = len(server.requests)
+        _evaluate(model_dir, eval_files, server.url, folder / "second", folder / "cache.jsonl")
+        return folder / "first", folder / "second", sent, len(server.requests), list(server.requests)
+
+
+def _read(run_dir):
+    return json.loads((run_dir / "eval" / "scores.json").read_text()), [
+        json.loads(line) for line in (run_dir / "eval" / "items.jsonl").read_text().splitlines()]
+
+
+def test_scores_are_the_papers_macro_averages_over_a_judge_that_fails_in_every_way(evaluated):
+    first, _, sent, _, requests = evaluated
+    scores, rows = _read(first)
+    assert sent == 9 + 1 + 1 + 1 + 1  # one per item, the 500, the garbage, the 429, the re-ask
+    by_class = {key: value["mean"] for key, value in scores["by_class"].items()}
+    assert by_class == pytest.approx({"open qa": 0.7, "closed qa": 1.0, "math": 0.0, "code": 1.0, "translation": 0.4,
+                                      "rewrite": 0.6, "generation": None, "brainstorming": 0.9})
+    categories = {c: v["mean"] for c, v in scores["by_category"].items()}
+    assert categories == pytest.approx({"open qa": 0.7, "closed qa": 1.0, "others": 0.5, "rewrite": 0.5,
+                                        "generation": None, "brainstorming": 0.9})
+    assert scores["score"]["mean"] == pytest.approx((0.7 + 1.0 + 0.5 + 0.5 + 0.9) / 5)
+    assert scores["score_wo_others"]["mean"] == pytest.approx((0.7 + 1.0 + 0.5 + 0.9) / 4)
+    assert scores["unscored"] == {"total": 1, "by_class": {"generation": 1}}
+    unparsed = next(r for r in rows if r["key"] == "generation")
+    assert (unparsed["status"], unparsed["score"], unparsed["judge_reply"]) == ("judge_unparsed", None, "还是不错")
+    assert {r["judge_model"] for r in rows} == {"judge-1-0415"}
+    assert scores["scored_with"]["template"] == "belle-v1" and len(scores["eval_set_sha256"]) == 64
+    math_row = next(r for r in rows if r["key"] == "math")
+    assert math_row["rule"]["name"] == "math_final" and math_row["rule"]["score"] in (0.0, 1.0)
+    math_message = next(b["messages"][0]["content"] for _, b, _ in requests if "问题丁" in b["messages"][0]["content"])
+    belle_shape = (r"你是数学老师。 问题丁：3加9等于几？ 标准回答:3\+9=12，答案：12  "
+                   r"模型回答：' .*'。请针对模型回答给出得分，顺便给出理由：")
+    assert re.fullmatch(belle_shape, math_message, re.S)  # BELLE's message, byte for byte around the answer
+    assert (first / "eval" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rerun_on_the_judge_cache_sends_no_request(evaluated):
+    first, second, sent, sent_in_all, _ = evaluated
+    (scores, _), (again, rows_again) = _read(first), _read(second)
+    assert sent_in_all == sent
+    assert again["score"] == scores["score"] and all(r["cached"] for r in rows_again)
+
+
+def test_compare_prints_the_table_and_refuses_deltas_across_eval_sets(evaluated, tmp_path, capsys):
+    import shutil
+
+    from launcher.compare import main
+
+    first, second, *_ = evaluated
+    other = tmp_path / "other-set"
+    shutil.copytree(first, other)
+    scores = json.loads((other / "eval" / "scores.json").read_text())
+    (other / "eval" / "scores.json").write_text(json.dumps(scores | {"eval_set_sha256": "0" * 64}))
+    assert main([str(first), str(second), str(other), "--out", str(tmp_path / "table")]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| run | model | data | method | trainable | hours per epoch | paper | score |")
+    second_row = next(line for line in lines if line.startswith("| second "))
+    assert "| 0.000 | [0.000, 0.000] |" in second_row  # the same answers and judgments: no difference
+    assert "not comparable with first: its eval_set_sha256 differ" in out
+    assert (tmp_path / "table" / "comparison.csv").read_text().count("\n") == 4
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "holds no eval/scores.json" in capsys.readouterr().err
