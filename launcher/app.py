@@ -34,6 +34,8 @@ class SweepPass:
     """Points whose run failed (the sweep goes on with the others, then exits 1)."""
     points: int = 0
     """Points the first pass checked."""
+    evaluated: list[Path] = field(default_factory=list)
+    """Run dirs of the closing evaluations that ran (a sweep ends by printing their table)."""
 
 
 _sweep = SweepPass()
@@ -41,21 +43,33 @@ _sweep = SweepPass()
 
 def run(cfg: DictConfig) -> Path:
     """Validate and plan the composed job before any cluster resource is taken; return its run directory."""
-    from belle.config import job_dict
-    from launcher.claim import check_run_dir, launching, write_run_files
-    from launcher.compose import path_fields, run_dir, to_job
-    from launcher.inspect_data import inspect_data
-    from launcher.plan import make_plan
-    from launcher.report import describe
+    from launcher.compose import run_dir, to_job
     from launcher.sweep import current_point
 
     job = to_job(cfg)
     point = current_point()
     if point:
         job = point.place(job, run_dir(job))
+    return _run(job, point, _command_line_keys())
+
+
+def _run(job: JobConfig, point: Point | None, command_line: set[str]) -> Path:
+    """``run`` for a typed job: checked, planned, its files written, then started; the job its recipe says follows
+    it (a training job's closing evaluation) is checked first and runs once it completes."""
+    from belle.config import job_dict
+    from launcher.claim import check_run_dir, launching, write_run_files
+    from launcher.compose import path_fields, run_dir
+    from launcher.inspect_data import inspect_data
+    from launcher.plan import make_plan
+    from launcher.report import describe
+
     directory = run_dir(job)
-    recipe(job.method.name).check(job, _command_line_keys(), directory)
+    face = recipe(job.method.name)
+    face.check(job, command_line, directory)
+    after = face.follow_up(job, directory)  # refused now, before a GPU hour is spent, if it could not run
     facts, warnings = inspect_data(job, strict=not job.launcher.dry_run)
+    if after is not None:
+        warnings.append(f"once it completes, its export is evaluated on {after.data.path} ({after.launcher.run_dir})")
     from launcher.backends.ray_cluster import check_local_machine
 
     if job.launcher.launches:
@@ -89,6 +103,9 @@ def run(cfg: DictConfig) -> Path:
         print(describe(plan))
         print(f"run dir    {directory}")
         _start(job, directory, point)
+    if after is not None and job.launcher.launches and job.cluster.kind != "slurm":
+        print(f"\n{job.launcher.name} completed: its closing evaluation follows", flush=True)
+        _sweep.evaluated.append(_run(after, None, set()))
     return directory
 
 
@@ -190,6 +207,11 @@ def main() -> None:
             ": choose that section first, e.g. method=lora before method.lora.r=…, roles=colocate_all before "
             "roles.actor.…"
         ))
+    if len(_sweep.evaluated) > 1:  # a sweep whose points evaluated their exports: the paper-style table
+        from launcher.compare import main as compare
+
+        print(f"\nthe sweep's evaluations ({len(_sweep.evaluated)}):", flush=True)
+        compare([*map(str, _sweep.evaluated), "--out", str(Path(_sweep.evaluated[0]).parents[1])])
     if _sweep.failed:
         _fail(RuntimeError(f"sweep points {', '.join(_sweep.failed)} failed (see sweep.json)"), code=1)
 

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 
 from belle.config._checks import one_of, positive, require
+from belle.config.generate import GenerateConfig
 from belle.config.paths import path_field
 
 SCORERS = ("judge", "rule")
@@ -66,6 +67,12 @@ class EvalConfig:
     with the judge (BELLE's math references are prose with some errors, so the rule is a second opinion); None: off."""
     agreement_classes: list[str] = field(default_factory=lambda: ["math"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    data: str | None = path_field(None)
+    """On a training job: the eval set its export is evaluated on when training completes (``eval=sample``: the
+    bundled stand-in; method=eval reads data.path instead)."""
+    generate: GenerateConfig | None = None
+    """On a training job: how that evaluation answers (None: method.generate's defaults; method=eval reads
+    method.generate instead)."""
     boot: int = 1000
     """Bootstrap resamples of the 95% intervals."""
     seed: int = 0

@@ -9,7 +9,7 @@ from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
 from belle.config.evaluate import EvalConfig
 from belle.config.hardware import PRE_AMPERE
-from belle.config.method import DATA_FORMATS, MethodConfig
+from belle.config.method import DATA_FORMATS, EVALUATED_AFTER, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
 from belle.config.paths import path_field
@@ -88,10 +88,7 @@ class JobConfig:
             f"data.format={d.format}: set data={_EXAMPLE_DATA[reads[0]]} (or other {reads[0]} data), or "
             f"method.name={next(k for k, v in DATA_FORMATS.items() if d.format in v)}",
         )
-        require((self.eval is not None) == (self.method.name == "eval"),
-                f"the eval section is read by method=eval only, but method.name={self.method.name}: remove the eval "
-                "overrides (or set method=eval)" if self.eval is not None else
-                "method.name=eval needs its eval section: set method=eval")
+        self._check_eval()
         ppo = self.method.ppo
         require(
             self.roles is None or ppo is not None,
@@ -142,6 +139,24 @@ class JobConfig:
             "BLOOM cannot keep packed samples apart (ALiBi attention takes no position ids, so samples in a row "
             "would attend to each other): set data.pack=false",
         )
+
+
+    def _check_eval(self) -> None:
+        """method=eval reads its eval section with data.path and method.generate; a training job of a causal LM
+        may carry one (with eval.data) to evaluate its export when it completes; no other job reads one."""
+        e, name = self.eval, self.method.name
+        if name == "eval":
+            require(e is not None, "method.name=eval needs its eval section: set method=eval")
+            require(e.data is None and e.generate is None,
+                    "eval.data and eval.generate are read by a training job's closing evaluation; method=eval reads "
+                    "its eval set from data.path and its settings from method.generate: set those instead")
+        elif e is not None:
+            require(name in EVALUATED_AFTER,
+                    f"the eval section evaluates a causal LM's export, but method.name={name} exports "
+                    f"{'a reward model' if name == 'rm' else 'none'}: remove the eval overrides")
+            require(e.data is not None,
+                    "the eval section of a training job evaluates its export on eval.data: set eval.data=<an eval "
+                    "set in BELLE's format> (or eval=sample for the bundled stand-in)")
 
 
 def job_dict(job: JobConfig) -> dict:

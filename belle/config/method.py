@@ -13,6 +13,8 @@ DATA_FORMATS = {
 }
 """The data formats (data.format) each method reads, its usual one first (generate answers prompt records, or the
 instruction/conversation records of sft data); belle.recipes.RECIPES has a recipe for each method."""
+EVALUATED_AFTER = ("sft", "pretrain", "dpo", "ppo")
+"""Methods whose export (a causal LM) a job's ``eval`` section evaluates once training completes."""
 BLOCKS = {"rm": ("rm",), "dpo": ("dpo",), "ppo": ("ppo",), "generate": ("generate", "eval")}
 """Each settings block (method.<block>) → the methods that read it: it is set exactly when method.name is one."""
 METHODS = tuple(DATA_FORMATS)

@@ -20,6 +20,9 @@ The face (every name in FACE, declared by every recipe module):
     preview(job, tokenizer)       the first launcher.preview samples as the model sees them, their reference
                                   answers (or None) and what the preview shows (None: trained tokens marked)
     train                         the run itself (see KIND)
+    follow_up(job, run_dir)       the job that runs after this one completes (a training job's eval section: the
+                                  evaluation of its export), or None; called before anything starts too, so a
+                                  follow-up that could not run is refused then
     SUMMARY                       summary.json key → the metrics.jsonl key whose last logged value it holds
 
 A "driver" recipe adds ``phase_timeout(job) -> (seconds, key)``: the bound on each call to its pools and the key
@@ -35,7 +38,7 @@ RECIPES = {
     "eval": "belle.recipes.eval",
 }
 """method.name → the module of its recipe (continued pretraining is the SFT recipe on {"text"} blocks)."""
-FACE = ("KIND", "FORMATS", "check", "data_facts", "plan", "prepare", "preview", "train", "SUMMARY")
+FACE = ("KIND", "FORMATS", "check", "data_facts", "plan", "prepare", "preview", "train", "follow_up", "SUMMARY")
 """The names every recipe module declares."""
 DRIVER_FACE = ("phase_timeout",)
 """The names a "driver" recipe declares besides."""

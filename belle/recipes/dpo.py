@@ -28,7 +28,7 @@ from belle.model.export import export
 from belle.model.load import load_tokenizer
 from belle.plan import RecipePlan
 from belle.recipes import common
-from belle.recipes.trainer import SUMMARY, check, data_facts, prepare, preview  # noqa: F401 (the recipe face)
+from belle.recipes.trainer import SUMMARY, check, data_facts, follow_up, prepare, preview  # noqa: F401 (face)
 from belle.rlhf.pair_losses import dpo_loss, sequence_log_probs
 from belle.strategy import grad_accumulation, optimizer_steps
 from belle.strategy.engine import build_engine

@@ -28,22 +28,16 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
     """What method=generate refuses, one answer per item, and the eval set and its judge prompts read (every class
     of the set must have a prompt, the bundled prompts only judge the bundled set): refused here, before anything
     starts."""
-    from belle.data.eval_set import check_prompts, read_eval_set, read_judge_prompts
-    from belle.data.records import SAMPLES_DIR
-
     generate.check(job, command_line, run_dir)
     require(job.method.generate.num_samples == 1,
             f"method.generate.num_samples={job.method.generate.num_samples}: an evaluation scores one answer per item:"
             " set method.generate.num_samples=1")
     e = job.eval
-    if job.launcher.dry_run or e.scorer != "judge":
-        return
-    require(e.missing() is None, e.missing())
-    bundled = SAMPLES_DIR / "eval"
-    require(Path(e.prompts).parent != bundled or all(Path(p).parent == bundled for p in job.data.path.split(",")),
-            f"data.path={job.data.path} is not the bundled stand-in, but eval.prompts is the stand-in's judge prompts: "
-            "set eval.prompts=<the judge prompts of your eval set> (BELLE's: eval/eval_prompt.json)")
-    check_prompts(read_eval_set(job.data.path), read_judge_prompts(e.prompts), source=e.prompts)
+    if not job.launcher.dry_run:
+        require(e.missing() is None, e.missing())
+    here = all(Path(f).is_file() for f in (*job.data.path.split(","), e.prompts or ""))  # a dry run may lack them
+    if e.prompts and (not job.launcher.dry_run or here):
+        _check_prompts(job)
 
 
 def read(job: JobConfig, tokenizer) -> tuple[list, list]:
@@ -136,3 +130,45 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         wandb.finish()
     print(f"eval: {headline(scores)} → {run_dir / 'eval'}", flush=True)
     return {"score": scores["score"]["mean"]}
+
+
+def follow_up(job: JobConfig, run_dir: Path) -> JobConfig | None:
+    """The evaluation a training job with an eval section ends with: method=eval on its run dir's export, on
+    eval.data, in <run_dir>/evaluation (the cluster and strategy the training used). Refused here, before the
+    training starts, when it could not run; None for a job without one (and for method=eval itself)."""
+    from dataclasses import replace
+
+    from belle.config import DataConfig, MethodConfig
+    from belle.config.generate import GenerateConfig
+
+    e = job.eval
+    if e is None or job.method.name == "eval":
+        return None
+    require(job.cluster.kind != "slurm",
+            "a training job's closing evaluation (the eval section) runs on cluster=local or ray: under Slurm, "
+            "submit method=eval model.path=<the run dir> once the job completes")
+    evaluation = replace(
+        job, method=MethodConfig(name="eval", generate=e.generate or GenerateConfig()), roles=None,
+        data=DataConfig(name=Path(e.data).stem, path=e.data, format="eval", pack=False, max_length=job.data.max_length,
+                        smoke_path=e.data),
+        model=replace(job.model, path=str(run_dir)), eval=replace(e, data=None, generate=None),
+        launcher=replace(job.launcher, name=f"{job.launcher.name}-eval", run_dir=str(Path(run_dir) / "evaluation")),
+    )
+    require(e.missing() is None, e.missing())
+    _check_prompts(evaluation)
+    return evaluation
+
+
+def _check_prompts(job: JobConfig) -> None:
+    """Every class of the eval set has a judge prompt; the bundled prompts judge only the bundled set."""
+    from belle.data.eval_set import check_prompts, read_eval_set, read_judge_prompts
+    from belle.data.records import SAMPLES_DIR
+
+    e = job.eval
+    if e.scorer != "judge":
+        return
+    bundled = SAMPLES_DIR / "eval"
+    require(Path(e.prompts).parent != bundled or all(Path(p).parent == bundled for p in job.data.path.split(",")),
+            f"data.path={job.data.path} is not the bundled stand-in, but eval.prompts is the stand-in's judge prompts: "
+            "set eval.prompts=<the judge prompts of your eval set> (BELLE's: eval/eval_prompt.json)")
+    check_prompts(read_eval_set(job.data.path), read_judge_prompts(e.prompts), source=e.prompts)

@@ -126,6 +126,10 @@ def prepare(job: JobConfig, run_dir: Path | None) -> None:
     """Nothing to prepare: the prompts are read by each worker."""
 
 
+def follow_up(job: JobConfig, run_dir: Path) -> None:
+    """Nothing follows a generation."""
+
+
 def preview(job: JobConfig, tokenizer) -> tuple[list, list | None, str]:
     """The first launcher.preview prompts as the model sees them (every token is prompt), with their references."""
     from belle.data.template import IGNORE_INDEX, Sample

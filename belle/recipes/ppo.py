@@ -30,6 +30,7 @@ from belle.data.prompts import Prompt, PromptStream
 from belle.data.template import eos_token_id
 from belle.plan import RecipePlan
 from belle.recipes import common
+from belle.recipes.eval import follow_up  # noqa: F401 (the recipe face)
 from belle.rlhf.inputs import check_role_models, check_roles_resume, prompt_source, refuse_unread
 from belle.rlhf.state import check_resume, frozen_fingerprints, ppo_steps, prompts_fingerprint, read_controller
 from belle.rundir import CONTROLLER, write_atomic

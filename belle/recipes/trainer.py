@@ -9,6 +9,7 @@ from pathlib import Path
 
 from belle.config import JobConfig
 from belle.data.facts import DataFacts
+from belle.recipes.eval import follow_up  # noqa: F401 (the face: a job's eval section ends it with an evaluation)
 from belle.train.prepare import prepare as prepare_rows
 
 SUMMARY = {"final_loss": "loss", "eval_loss": "eval_loss"}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from launches import finish, metrics, ray_processes, user_ray_head
+from openai_server import OpenAIServer, chat_reply
 
 from belle.data.generate import SAMPLES_DIR
 from launcher import claim
@@ -207,9 +208,11 @@ def test_relative_paths_reach_an_existing_clusters_workers_a_second_launcher_is_
         # "multiple active Ray instances", and the shell's RAY_ADDRESS is not the embedded cluster's
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
         sweep_dir, log = tmp_path / "lr", tmp_path / "sweep.log"
-        swept = finish(launcher("-m", "+exp=lora_2m", "+smoke=tiny", f"launcher.run_dir={sweep_dir}",
-                                "train.max_steps=3", "optim.warmup_steps=0", "optim.lr=1e-3,2e-3",
-                                "data.max_length=192", log=log), log)
+        with OpenAIServer(lambda path, body, n: chat_reply("得分：0.6")) as judge:  # each point ends judged
+            swept = finish(launcher("-m", "+exp=lora_2m", "+smoke=tiny", f"launcher.run_dir={sweep_dir}",
+                                    "train.max_steps=3", "optim.warmup_steps=0", "optim.lr=1e-3,2e-3",
+                                    "data.max_length=192", "eval=sample", f"eval.judge.url={judge.url}",
+                                    "eval.judge.model=judge-1", "eval.generate.max_new_tokens=8", log=log), log)
 
     lines = metrics(run_dir)
     assert [line["step"] for line in lines] == list(range(1, 9)), "every step logged once"
@@ -236,4 +239,11 @@ def test_relative_paths_reach_an_existing_clusters_workers_a_second_launcher_is_
         assert (plan["model"]["name"], plan["method"], plan["reference"]["hours_per_epoch"]) == (
             "tiny_llama", "sft+lora", 7)  # lora_2m's method and paper row on the tiny model
         assert plan["strategy"]["zero_stage"] == 2 and (point_dir / "export" / "adapter").is_dir()
+        evaluated = json.loads((point_dir / "evaluation" / "summary.json").read_text())
+        assert (evaluated["status"], evaluated["score"], evaluated["answers"]) == ("completed", 0.6, 31)
+    # the sweep ends with the paper's table: each point's row with lora_2m's paper score beside ours
+    rows = [line for line in swept.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| run | model | data | method | trainable | hours per epoch | paper | score |")
+    assert len(rows) == 3 and all("| 0.609 | 0.600 |" in row for row in rows[1:]), rows
+    assert (sweep_dir / "comparison.csv").is_file()
     assert (sweep_dir / "multirun.yaml").is_file() and not (tmp_path / "multirun.yaml").exists()

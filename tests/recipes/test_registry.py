@@ -9,7 +9,7 @@ from belle.data.facts import DataFacts
 from belle.recipes import DRIVER_FACE, FACE, RECIPES, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("check", "data_facts", "plan", "prepare", "preview", "train")
+FUNCTIONS = ("check", "data_facts", "plan", "prepare", "preview", "train", "follow_up")
 
 
 def test_every_method_has_a_recipe_with_the_whole_face_of_a_kind_the_launcher_runs():
