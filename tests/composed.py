@@ -13,3 +13,19 @@ def compose_job(*overrides: str):
     tiny_tokenizer()
     with initialize_config_module(config_module="launcher.conf", version_base="1.3"):
         return to_job(compose(config_name="config", overrides=[*overrides, "monitor=off"]))
+
+
+def refusal(cfg, *overrides: str) -> str:
+    """The one-line message ``python -m launcher OVERRIDES`` would print for a job it refuses (``cfg``: the
+    composing fixture of tests/conftest.py)."""
+    import pytest
+    from hydra.errors import HydraException
+
+    from launcher.app import run
+    from launcher.errors import explain
+
+    with pytest.raises((ValueError, HydraException)) as info:
+        run(cfg(*overrides))
+    message = explain(info.value)
+    assert "\n" not in message
+    return message

@@ -3,24 +3,13 @@
 import json
 
 import pytest
-from hydra.errors import HydraException
-
-from launcher.app import run
-from launcher.errors import explain
-
-
-def _error(cfg, *overrides) -> str:
-    with pytest.raises((ValueError, HydraException)) as info:
-        run(cfg(*overrides))
-    message = explain(info.value)
-    assert "\n" not in message
-    return message
+from composed import refusal
 
 
 @pytest.fixture
 def launch(cfg, tmp_path, workers_env):
     """Overrides → the one-line refusal of a launch (nothing starts: every check runs before Ray)."""
-    return lambda *o: _error(cfg, f"launcher.run_dir={tmp_path / 'run'}", "monitor=off", *o)
+    return lambda *o: refusal(cfg, f"launcher.run_dir={tmp_path / 'run'}", "monitor=off", *o)
 
 
 @pytest.mark.parametrize("overrides,fix", [
