@@ -14,6 +14,8 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/generations/rank-N.jsonl  each worker's answers, appended and flushed as they come (a rerun skips them)
     <run_dir>/eval/                  method=eval: items.jsonl (each item's score), scores.json, scores.png,
                                      judge_cache.jsonl
+    <run_dir>/eval-steps/step-N/     train.eval_generate_every: the eval section's items scored at step N (eval/)
+    <run_dir>/evaluation/            a training job's closing evaluation (a method=eval run dir of its own)
     <run_dir>/samples.jsonl          PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps
     <run_dir>/progress/rank-N.json   each rank's last finished step; hang/: every rank's stacks at a hang
     <run_dir>/stop-requested         a graceful stop asked for (belle.stop); <run_dir>/stopped: the answer
@@ -72,6 +74,10 @@ EVAL_SCORES = "eval/scores.json"
 EVAL_PLOT = "eval/scores.png"
 JUDGE_CACHE = "eval/judge_cache.jsonl"
 """The judgments cache of a run (unless eval.judge.cache names a shared one)."""
+EVAL_STEPS = "eval-steps"
+"""train.eval_generate_every: one folder per scored step (step-NNNNNN/eval/items.jsonl)."""
+EVALUATION = "evaluation"
+"""A training job's closing evaluation of its export: a run dir of its own inside the training's."""
 SAMPLES = "samples.jsonl"
 """PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps."""
 STOP_REQUEST = "stop-requested"

@@ -9,7 +9,7 @@ from belle.config.cluster import ClusterConfig
 from belle.config.data import DataConfig
 from belle.config.evaluate import EvalConfig
 from belle.config.hardware import PRE_AMPERE
-from belle.config.method import DATA_FORMATS, EVALUATED_AFTER, MethodConfig
+from belle.config.method import DATA_FORMATS, EVALUATED_AFTER, SCORED_WHILE_TRAINING, MethodConfig
 from belle.config.model import ModelConfig
 from belle.config.optim import OptimConfig
 from belle.config.paths import path_field
@@ -157,6 +157,10 @@ class JobConfig:
             require(e.data is not None,
                     "the eval section of a training job evaluates its export on eval.data: set eval.data=<an eval "
                     "set in BELLE's format> (or eval=sample for the bundled stand-in)")
+        require(self.train.eval_generate_every is None or (e is not None and name in SCORED_WHILE_TRAINING),
+                f"train.eval_generate_every scores the eval section's set while {name} trains, but "
+                + (f"method.name={name} does not answer prompts while it trains: set train.eval_generate_every=null"
+                   if name not in SCORED_WHILE_TRAINING else "the job has none: add eval=sample (or eval.data=…)"))
 
 
 def job_dict(job: JobConfig) -> dict:

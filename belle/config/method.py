@@ -15,6 +15,9 @@ DATA_FORMATS = {
 instruction/conversation records of sft data); belle.recipes.RECIPES has a recipe for each method."""
 EVALUATED_AFTER = ("sft", "pretrain", "dpo", "ppo")
 """Methods whose export (a causal LM) a job's ``eval`` section evaluates once training completes."""
+SCORED_WHILE_TRAINING = ("sft", "pretrain", "dpo")
+"""Methods whose shared step loop (belle.recipes.common) answers and scores the eval section's set every
+train.eval_generate_every steps."""
 BLOCKS = {"rm": ("rm",), "dpo": ("dpo",), "ppo": ("ppo",), "generate": ("generate", "eval")}
 """Each settings block (method.<block>) → the methods that read it: it is set exactly when method.name is one."""
 METHODS = tuple(DATA_FORMATS)

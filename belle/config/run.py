@@ -17,6 +17,10 @@ class TrainConfig:
     """Seed for model init, data order and dropout."""
     eval_every: int = 0
     """Optimizer steps between eval losses; 0 evaluates only at the end."""
+    eval_generate_every: int | None = None
+    """Optimizer steps between scores of the eval section's set (answered by the model being trained, scored by its
+    judge or rule: eval_score and eval_score_wo_others in the metrics, beside the loss); None: never. Needs an eval
+    section (eval=sample); the items of each are in <run_dir>/eval-steps/step-N/."""
     save_every: int = 500
     """Optimizer steps between checkpoints; a final checkpoint is always saved."""
     keep_last: int = 2
@@ -35,6 +39,9 @@ class TrainConfig:
         if self.max_steps is not None:
             positive("train.max_steps", self.max_steps, "null")
         require(self.eval_every >= 0, f"train.eval_every={self.eval_every} must be >= 0")
+        require(self.eval_generate_every is None or self.eval_generate_every > 0,
+                f"train.eval_generate_every={self.eval_generate_every} must be > 0 (null: never): set "
+                "train.eval_generate_every=100")
         positive("train.save_every", self.save_every, 500)
         positive("train.keep_last", self.keep_last, 2)
         require(self.max_failures >= 0, f"train.max_failures={self.max_failures} must be >= 0")

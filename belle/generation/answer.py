@@ -11,7 +11,7 @@ must take part in every forward pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,36 @@ def deal(prompts: dict[str, Prompt], units: list[Unit], rank: int, world: int) -
     return ordered[rank::world]
 
 
+def batches(module, sampler: Sampler, prompts: dict[str, Prompt], units: list[Unit], *, rank: int, world: int,
+            batch: int, device, synced_gpus: bool, step: int = 0,
+            stopping: Callable[[], bool] | None = None) -> Iterator[tuple[int, list[Unit], list[list[int]], float]]:
+    """(index, this rank's units, their responses as generated, seconds) per batch of this rank's share of
+    ``units``, as many iterations on every rank as the busiest needs (ZeRO-3: stand-in batches, dropped); each
+    batch's RNG seeded from (seed, step + index, rank). ``stopping()``, all-reduced before each batch, ends the
+    iteration on every rank at the same batch. Call it on every rank."""
+    import math
+
+    import torch
+    import torch.distributed as dist
+
+    mine = deal(prompts, units, rank, world)
+    for index in range(math.ceil(math.ceil(len(units) / world) / batch)):
+        if stopping is not None:
+            flag = torch.tensor([float(stopping())], device=device)
+            dist.all_reduce(flag)  # one rank seeing the request is enough: all stop at this same batch
+            if flag.item():
+                return
+        chunk = mine[index * batch:(index + 1) * batch]
+        if not chunk and not synced_gpus:
+            continue
+        started = time.time()
+        stand_in = [] if chunk else [next(iter(sorted(units)))]  # ZeRO-3: take part in the forward passes
+        responses = sampler.sample(module, [prompts[i].ids for i, _ in chunk or stand_in], step + index, device,
+                                   synced_gpus=synced_gpus)
+        if chunk:
+            yield index, chunk, responses, time.time() - started
+
+
 def answer(
     run_dir: Path, module, sampler: Sampler, prompts: dict[str, Prompt], units: list[Unit], *, rank: int, world: int,
     batch: int, device, synced_gpus: bool, describe: Callable[[Prompt, int, str, int, str, int], dict],
@@ -46,41 +76,27 @@ def answer(
     response text, its token count, finish reason, seed)``, appended to this rank's shard per batch.
     ``after_batch(index, rows, tokens, seconds)`` runs after each of this rank's batches (logging, heartbeat). Call
     it on every rank."""
-    import math
-
-    import torch
-    import torch.distributed as dist
-
-    mine = deal(prompts, units, rank, world)
-    iterations = math.ceil(math.ceil(len(units) / world) / batch)
     writer, done = ShardWriter(run_dir, rank), Answered()
+    asked = {"stop": False}
+
+    def stopping() -> bool:
+        asked["stop"] = asked["stop"] or stop.requested(run_dir)
+        return asked["stop"]
+
     try:
-        for index in range(iterations):
-            flag = torch.tensor([float(stop.requested(run_dir))], device=device)
-            dist.all_reduce(flag)  # one rank seeing the request is enough: all stop at this same batch
-            if flag.item():
-                done.stopped = True
-                break
-            chunk = mine[index * batch:(index + 1) * batch]
-            if not chunk and not synced_gpus:
-                continue
-            started = time.time()
-            stand_in = not chunk  # ZeRO-3: take part in the forward passes, keep nothing
-            batch_units = chunk or [next(iter(sorted(units)))]
-            seed = step_seed(sampler.seed, index, rank)
-            responses = sampler.sample(module, [prompts[i].ids for i, _ in batch_units], index, device,
-                                       synced_gpus=synced_gpus)
-            if stand_in:
-                continue
+        for index, chunk, responses, seconds in batches(
+                module, sampler, prompts, units, rank=rank, world=world, batch=batch, device=device,
+                synced_gpus=synced_gpus, stopping=stopping):
             rows, generated = [], 0
-            for (prompt_id, sample), response in zip(batch_units, responses, strict=True):
+            for (prompt_id, sample), response in zip(chunk, responses, strict=True):
                 tokens, reason = finished(response, sampler.eos)
                 rows.append(describe(prompts[prompt_id], sample, sampler.tokenizer.decode(tokens), len(tokens),
-                                     reason, seed))
+                                     reason, step_seed(sampler.seed, index, rank)))
                 generated += len(tokens)
             writer.write(rows)
             done.rows, done.tokens, done.batches = done.rows + len(rows), done.tokens + generated, done.batches + 1
-            after_batch(index + 1, len(rows), generated, time.time() - started)
+            after_batch(index + 1, len(rows), generated, seconds)
     finally:
         writer.close()
+    done.stopped = asked["stop"]
     return done

@@ -22,7 +22,7 @@ def spmd_loop(
     job: JobConfig, run_dir: Path, engine, state: dict, micro_batches: Iterator[list], *, rank: int, world: int,
     accumulation: int, total_steps: int, counts: Callable[[list], dict], micro_loss: Callable[[list, dict], tuple],
     metrics: Callable[[object], dict], evaluate: Callable[[], dict] | None, export: Callable[[], None],
-    extra: Callable[[Path], None] | None = None,
+    extra: Callable[[Path], None] | None = None, tokenizer=None,
 ) -> dict:
     """Train from ``state["step"]`` to ``total_steps`` on every rank, then ``export()``; return ``state``.
 
@@ -31,7 +31,9 @@ def spmd_loop(
     with the stop flag, so all ranks stop at the same step (a stop request saves and leaves without the export).
     ``micro_loss(micro, counts)`` gives the loss to back-propagate and the float64 totals it adds to the step's sums;
     ``metrics(totals)`` turns all ranks' summed totals into the step's metrics, "loss" among them. ``evaluate()``
-    (None: no held-out data) gives the held-out metrics, logged with an ``eval_`` prefix. Rank 0 logs through a
+    (None: no held-out data) gives the held-out metrics, logged with an ``eval_`` prefix; every
+    train.eval_generate_every steps the eval section's set is answered and scored (belle.generation.while_training,
+    with ``tokenizer``), logged as eval_score and eval_score_wo_others. Rank 0 logs through a
     Monitor; every rank writes its heartbeat after each step and takes part in checkpoints (``extra`` writes more
     into each checkpoint folder, as belle.train.state.saver)."""
     import torch
@@ -41,6 +43,11 @@ def spmd_loop(
     monitor = Monitor(job, run_dir, total_steps, start, engine.device, world) if rank == 0 else None
     heartbeat = Heartbeat(run_dir, rank, start)  # read by the launcher's hang watchdog
     save = saver(engine, run_dir, state, job, rank, extra=extra)
+    score = None
+    if job.train.eval_generate_every:
+        from belle.generation.while_training import ScoreWhileTraining
+
+        score = ScoreWhileTraining(job, run_dir, tokenizer, rank, world)
     for step in range(start + 1, total_steps + 1):
         step_start, lr = time.time(), engine.get_lr()[0]
         window = [next(micro_batches) for _ in range(accumulation)]
@@ -76,6 +83,8 @@ def spmd_loop(
             held_out = evaluate()
             state["eval_loss"] = held_out["loss"]
             record |= {"step": step} | {f"eval_{key}": value for key, value in held_out.items()}
+        if score and due(job.train.eval_generate_every, step, total_steps):
+            record |= {"step": step} | {f"eval_{key}": value for key, value in score(engine, step).items()}
         if record and monitor:
             monitor.log(record)
         if due(job.train.save_every, step, total_steps):

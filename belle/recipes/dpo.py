@@ -130,7 +130,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         total_steps=total_steps, counts=common.pair_counts, micro_loss=micro_loss, metrics=_metrics,
         evaluate=held_out if splits["eval"] else None,
         export=lambda: export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT),
-        extra=_keeper(table, rank),
+        extra=_keeper(table, rank), tokenizer=tokenizer,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from belle import rundir
 from belle.config import JobConfig
 from belle.config._checks import require
 from belle.data.facts import DataFacts
@@ -152,7 +153,8 @@ def follow_up(job: JobConfig, run_dir: Path) -> JobConfig | None:
         data=DataConfig(name=Path(e.data).stem, path=e.data, format="eval", pack=False, max_length=job.data.max_length,
                         smoke_path=e.data),
         model=replace(job.model, path=str(run_dir)), eval=replace(e, data=None, generate=None),
-        launcher=replace(job.launcher, name=f"{job.launcher.name}-eval", run_dir=str(Path(run_dir) / "evaluation")),
+        launcher=replace(job.launcher, name=f"{job.launcher.name}-eval",
+                         run_dir=str(Path(run_dir) / rundir.EVALUATION)),
     )
     require(e.missing() is None, e.missing())
     _check_prompts(evaluation)

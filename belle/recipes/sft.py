@@ -102,4 +102,5 @@ def train(job: JobConfig, run_dir: Path) -> dict:
         total_steps=total_steps, counts=counts, micro_loss=micro_loss, metrics=lambda totals: {"loss": totals.item()},
         evaluate=held_out if eval_rows else None,
         export=lambda: export(engine, job.model, job.method.lora, tokenizer, run_dir / rundir.EXPORT),
+        tokenizer=tokenizer,
     )

@@ -139,3 +139,21 @@ def test_compare_prints_the_table_and_refuses_deltas_across_eval_sets(evaluated,
     assert (tmp_path / "table" / "comparison.csv").read_text().count("\n") == 4
     assert main([str(tmp_path / "nothing")]) == 2
     assert "holds no eval/scores.json" in capsys.readouterr().err
+
+
+def test_a_training_run_logs_the_eval_sets_score_beside_its_loss(train_recipe):
+    from belle.data.eval_set import read_eval_set
+    from belle.monitor.metrics import read_metrics
+    from belle.score.rules import unscorable
+
+    job, run_dir = train_recipe("eval=sample", "eval.scorer=rule", "eval.rule=math_final", "train.max_steps=4",
+                                "train.eval_generate_every=2", "eval.generate.max_new_tokens=8",
+                                "optim.warmup_steps=0", "monitor.log_every=1")
+    scored = [line for line in read_metrics(run_dir) if "eval_score" in line]
+    assert [line["step"] for line in scored] == [2, 4] and all("loss" in line for line in scored)
+    items = read_eval_set(job.eval.data)
+    unscored = sum(unscorable("math_final", item.reference) is not None for item in items)
+    assert 0 < unscored < len(items) and all(line["eval_unscored"] == unscored for line in scored)
+    assert all(0 <= line["eval_score"] <= 1 for line in scored)
+    rows = (run_dir / "eval-steps" / "step-000004" / "eval" / "items.jsonl").read_text().splitlines()
+    assert len(rows) == len(items)
