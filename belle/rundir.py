@@ -13,7 +13,7 @@ the one way files are written there (whole: a temp file or folder beside the tar
     <run_dir>/generations.jsonl      method=generate: one row per (prompt id, sample), merged from generations/
     <run_dir>/generations/rank-N.jsonl  each worker's answers, appended and flushed as they come (a rerun skips them)
     <run_dir>/eval/                  method=eval: items.jsonl (each item's score), scores.json, scores.png,
-                                     judge_cache.jsonl
+                                     judge_cache.jsonl (an endpoint's judgments) or judge/ (a local judge's)
     <run_dir>/eval-steps/step-N/     train.eval_generate_every: the eval section's items scored at step N (eval/)
     <run_dir>/evaluation/            a training job's closing evaluation (a method=eval run dir of its own)
     <run_dir>/samples.jsonl          PPO: a few (prompt, response, score) rows every method.ppo.sample_every steps
@@ -73,6 +73,8 @@ EVAL_ITEMS = "eval/items.jsonl"
 EVAL_SCORES = "eval/scores.json"
 EVAL_PLOT = "eval/scores.png"
 JUDGE_CACHE = "eval/judge_cache.jsonl"
+JUDGE_ROWS = "eval/judge"
+"""A local judge's (eval.judge.model_path) shards and merged replies, as generations/ and generations.jsonl."""
 """The judgments cache of a run (unless eval.judge.cache names a shared one)."""
 EVAL_STEPS = "eval-steps"
 """train.eval_generate_every: one folder per scored step (step-NNNNNN/eval/items.jsonl)."""

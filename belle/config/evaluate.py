@@ -34,13 +34,14 @@ class JudgeConfig:
     cache: str | None = path_field(None)
     """Judgments cache (JSON lines, shared by runs that name it); None: <run_dir>/eval/judge_cache.jsonl."""
     model_path: str | None = path_field(None)
-    """A local judge model run by the job itself: not available in this build (refused)."""
+    """A local judge model (a Hugging Face folder) the job runs itself on its workers after answering, greedy, its
+    chat template (else BELLE's) around each message, instead of an endpoint; its replies are kept in
+    eval/judge/ (a rerun judges only what is missing); not re-asked."""
 
     def __post_init__(self) -> None:
-        require(self.model_path is None,
-                "eval.judge.model_path (a local judge model run by the job) is not available in this build: serve "
-                "the judge model with any OpenAI-compatible server (e.g. vllm serve DIR) and set eval.judge.url=http"
-                "://HOST:PORT/v1 eval.judge.model=NAME")
+        require(self.model_path is None or self.url is None,
+                "eval.judge.model_path (a local judge run by the job) and eval.judge.url (an endpoint) are two "
+                "judges: set one of them")
         require(self.url is None or self.url.startswith(("http://", "https://")),
                 f"eval.judge.url={self.url} is not an http(s) URL: set eval.judge.url=http://HOST:PORT/v1")
         require(bool(_ENV_NAME.match(self.api_key_env)),
@@ -90,7 +91,7 @@ class EvalConfig:
         """What an evaluation by the judge lacks to start (checked at launch; a dry run notes it), or None."""
         if self.scorer != "judge":
             return None
-        if self.judge.url is None or self.judge.model is None:
+        if self.judge.model_path is None and (self.judge.url is None or self.judge.model is None):
             return ("eval.scorer=judge needs the judge's endpoint: set eval.judge.url=http://HOST:PORT/v1 and "
                     "eval.judge.model=NAME (or eval.scorer=rule for sets whose references a rule can check)")
         if self.prompts is None:

@@ -70,13 +70,14 @@ def batches(module, sampler: Sampler, prompts: dict[str, Prompt], units: list[Un
 def answer(
     run_dir: Path, module, sampler: Sampler, prompts: dict[str, Prompt], units: list[Unit], *, rank: int, world: int,
     batch: int, device, synced_gpus: bool, describe: Callable[[Prompt, int, str, int, str, int], dict],
-    after_batch: Callable[[int, int, int, float], None],
+    after_batch: Callable[[int, int, int, float], None], folder: Path | None = None,
 ) -> Answered:
     """Answer this rank's share of the open ``units`` with ``module``; each row is ``describe(prompt, sample,
-    response text, its token count, finish reason, seed)``, appended to this rank's shard per batch.
+    response text, its token count, finish reason, seed)``, appended to this rank's shard (in ``folder``, else
+    run_dir) per batch.
     ``after_batch(index, rows, tokens, seconds)`` runs after each of this rank's batches (logging, heartbeat). Call
     it on every rank."""
-    writer, done = ShardWriter(run_dir, rank), Answered()
+    writer, done = ShardWriter(folder or run_dir, rank), Answered()
     asked = {"stop": False}
 
     def stopping() -> bool:

@@ -24,9 +24,10 @@ class Generated:
 
 
 def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer, rank: int, world: int,
-                 on_gpu: bool) -> Generated:
-    """Answer every (prompt, sample) unit not yet in run_dir's shards (method.generate's settings), then merge them
-    into generations.jsonl on rank 0. Call it on every rank of an initialised world."""
+                 on_gpu: bool, folder: Path | None = None) -> Generated:
+    """Answer every (prompt, sample) unit not yet in the shards (method.generate's settings), then merge them into
+    generations.jsonl on rank 0: both in ``folder`` (else run_dir; the metrics, heartbeats and stop requests are
+    run_dir's). Call it on every rank of an initialised world."""
     import torch
     import torch.distributed as dist
 
@@ -45,10 +46,11 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
     g = job.method.generate
     by_id = {p.id: p for p in prompts}
     expected = [(pid, sample) for pid in by_id for sample in range(g.num_samples)]
-    done = answered(run_dir)
+    rows_dir = Path(folder or run_dir)
+    done = answered(rows_dir)
     dist.barrier()  # every rank has read the same answers before any rank appends new ones
     unknown = sorted(set(done) - set(expected))
-    require(not unknown, f"{run_dir / rundir.GENERATION_SHARDS} holds answers to {len(unknown)} prompt(s) not in "
+    require(not unknown, f"{rows_dir / rundir.GENERATION_SHARDS} holds answers to {len(unknown)} prompt(s) not in "
                          f"data.path (e.g. id {unknown[0][0] if unknown else ''}): the prompts changed since the run "
                          "began: use a new launcher.run_dir")
     open_units = [unit for unit in expected if unit not in done]
@@ -86,7 +88,7 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
     device = local_device()
     if g.engine == "openai":  # one request per unit: a "batch" of the progress line is one answer
         result = answer_remote(run_dir, g, by_id, open_units, rank=rank, world=world, tokenizer=tokenizer,
-                               describe=describe, after_batch=after_batch)
+                               describe=describe, after_batch=after_batch, folder=rows_dir)
     else:
         engine = build_frozen(job.model, job.strategy, job.optim, attention=worker_attention(job, on_gpu, rank, world),
                               world_size=world, seed=job.train.seed)
@@ -94,7 +96,8 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
                           seed=g.seed, rank=rank)
         with generating(engine, gather=False) as (module, synced_gpus):
             result = answer(run_dir, module, sampler, by_id, open_units, rank=rank, world=world, batch=g.batch,
-                            device=device, synced_gpus=synced_gpus, describe=describe, after_batch=after_batch)
+                            device=device, synced_gpus=synced_gpus, describe=describe, after_batch=after_batch,
+                            folder=rows_dir)
     totals = torch.tensor([result.rows, result.tokens, result.stopped], dtype=torch.float64, device=device)
     dist.all_reduce(totals)  # a rank that stopped on request stops them all: none merges
     rows, tokens, stopped = (int(v) for v in totals.tolist())
@@ -106,10 +109,10 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
     dist.barrier()  # every shard is complete
     written = None
     if rank == 0:
-        written = merge(run_dir, expected)
+        written = merge(rows_dir, expected)
         wall = time.time() - began
         metrics.log({"step": step, "answers": written, "answered_now": rows, "answered_before": len(done),
                      "generated_tokens": tokens, "tokens_per_s": round(tokens / wall, 1) if wall else None})
-        print(f"generations: {written} rows → {run_dir / rundir.GENERATIONS} ({rows} answered now, {len(done)} "
+        print(f"generations: {written} rows → {rows_dir / rundir.GENERATIONS} ({rows} answered now, {len(done)} "
               f"before; {tokens} tokens in {wall:.1f} s)", flush=True)
     return Generated(False, written, step)

@@ -29,6 +29,7 @@ def unit_seed(seed: int, prompt_id: str, sample: int) -> int:
 def answer_remote(
     run_dir: Path, settings: GenerateConfig, prompts: dict[str, Prompt], units: list[Unit], *, rank: int,
     world: int, tokenizer, describe: Callable[..., dict], after_batch: Callable[[int, int, int, float], None],
+    folder: Path | None = None,
 ) -> Answered:
     """Answer this rank's share of ``units`` at the server (each row records the model the server reported) → what
     it did. A stop request ends it after the requests in flight."""
@@ -38,7 +39,7 @@ def answer_remote(
                                  max_attempts=settings.max_attempts, name="generation endpoint",
                                  key_hint=f"${settings.api_key_env} (method.generate.api_key_env)")
     mine = deal(prompts, units, rank, world)
-    writer, done, lock = ShardWriter(run_dir, rank), Answered(), threading.Lock()
+    writer, done, lock = ShardWriter(folder or run_dir, rank), Answered(), threading.Lock()
     sampling = {"max_tokens": settings.max_new_tokens, "temperature": settings.temperature, "top_p": settings.top_p}
 
     def ask(unit: Unit):

@@ -48,6 +48,31 @@ def hf_config(model: ModelConfig, pad_token_id: int = 3, eos_token_id: int = 2, 
     )
 
 
+def model_of_folder(path: str, like: ModelConfig, key: str) -> ModelConfig:
+    """The typed config of the Hugging Face model folder ``path`` (set by ``key``), read from its config.json
+    (``like`` gives what a folder does not say: the attention implementation)."""
+    from belle.config.model import ARCHS
+
+    config_file = Path(path).expanduser() / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{key}={path} has no config.json: point {key} at a Hugging Face model folder")
+    found = json.loads(config_file.read_text())
+    arch = found.get("model_type")
+    if arch not in ARCHS:
+        raise ValueError(f"{key}={path} holds a {arch} model; this build runs {', '.join(ARCHS)}: point {key} at "
+                         "one of those")
+    names = {ours: theirs for ours, theirs in _KEYS[arch].items()}
+    numbers = {ours: found[theirs] for ours, theirs in names.items()}
+    if arch == "bloom":
+        numbers |= {"num_heads": found["n_head"], "intermediate_size": 4 * found["hidden_size"]}
+    else:
+        numbers |= {"num_heads": found["num_attention_heads"], "intermediate_size": found["intermediate_size"],
+                    "num_kv_heads": found.get("num_key_value_heads"), "rope_theta": found.get("rope_theta", 10000.0),
+                    "max_position_embeddings": found.get("max_position_embeddings", 2048)}
+    return ModelConfig(name=Path(path).name, arch=arch, path=str(path), tie_word_embeddings=bool(
+        found.get("tie_word_embeddings", False)), attn_implementation=like.attn_implementation, **numbers)
+
+
 def check_model_path(
     model: ModelConfig, key: str = "model.path", policy: ModelConfig | None = None, adapters: bool = False
 ) -> None:

@@ -36,6 +36,7 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
     e = job.eval
     if not job.launcher.dry_run:
         require(e.missing() is None, e.missing())
+        _check_judge_model(job)
     here = all(Path(f).is_file() for f in (*job.data.path.split(","), e.prompts or ""))  # a dry run may lack them
     if e.prompts and (not job.launcher.dry_run or here):
         _check_prompts(job)
@@ -93,14 +94,18 @@ def preview(job: JobConfig, tokenizer) -> tuple[list, list | None, str]:
 def train(job: JobConfig, run_dir: Path) -> dict:
     """Answer every item on all ranks (belle.generation.job), then score them on rank 0 (belle.score.evaluation)
     while the others return."""
+    import torch.distributed as dist
+
     from belle import rundir
     from belle.config import job_dict
     from belle.data.eval_set import read_judge_prompts
     from belle.generation.job import generate_all
+    from belle.generation.local_judge import judge_locally
     from belle.heartbeat import Heartbeat
     from belle.model.load import load_tokenizer
     from belle.monitor.metrics import MetricsLog
     from belle.monitor.wandb_run import start_wandb
+    from belle.score.belle_judge import judge_message
     from belle.score.evaluation import eval_set_hash, headline, score_items, write_scores
     from belle.train.worker import start_worker
 
@@ -109,13 +114,23 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(job.model)
     items, prompts = read(job, tokenizer)
     done = generate_all(job, run_dir, prompts, tokenizer, rank, world, on_gpu)
-    if done.stopped or rank != 0:
+    local = job.eval.scorer == "judge" and job.eval.judge.model_path is not None
+    if done.stopped or (rank != 0 and not local):
         return {"stopped": done.stopped}
+    if local:
+        dist.barrier()  # rank 0 has merged the answers: every rank reads them
     rows = [json.loads(line) for line in (run_dir / rundir.GENERATIONS).read_text(encoding="utf-8").splitlines()]
     answers = {row["id"]: row["response"] for row in rows}
     judge_prompts = read_judge_prompts(job.eval.prompts) if job.eval.scorer == "judge" else {}
+    replies = None
+    if local:  # every rank answers its share of the judge messages with the judge model
+        messages = {item.id: judge_message(judge_prompts[item.key], item, answers[item.id]) for item in items}
+        replies = judge_locally(job, run_dir, messages, rank, world, on_gpu)
+        if replies is None:
+            return {"stopped": rank == 0}
     heartbeat = Heartbeat(run_dir, rank, done.step)
-    scored = score_items(job.eval, run_dir, items, answers, judge_prompts, lambda n: heartbeat(done.step + n))
+    scored = score_items(job.eval, run_dir, items, answers, judge_prompts, lambda n: heartbeat(done.step + n),
+                         replies)
     produced = {"model": rows[0]["model"], "generation": rows[0]["sampling"], "data": job.data.name,
                 "eval_set": job.data.path, "eval_set_sha256": eval_set_hash(job.data.path)}
     scores = write_scores(job.eval, run_dir, scored, produced)
@@ -157,8 +172,18 @@ def follow_up(job: JobConfig, run_dir: Path) -> JobConfig | None:
                          run_dir=str(Path(run_dir) / rundir.EVALUATION)),
     )
     require(e.missing() is None, e.missing())
+    _check_judge_model(evaluation)
     _check_prompts(evaluation)
     return evaluation
+
+
+def _check_judge_model(job: JobConfig) -> None:
+    """A local judge's folder is a model of an architecture this build runs, with its weights."""
+    from belle.generation.local_judge import judge_job
+    from belle.model.architecture import check_model_path
+
+    if job.eval.scorer == "judge" and job.eval.judge.model_path is not None:
+        check_model_path(judge_job(job).model, "eval.judge.model_path")
 
 
 def _check_prompts(job: JobConfig) -> None:

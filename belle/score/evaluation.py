@@ -41,9 +41,12 @@ def _judge(settings: EvalConfig, run_dir: Path):
 
 
 def score_items(settings: EvalConfig, run_dir: Path, items: list[EvalItem], answers: dict[str, str],
-                prompts: dict[str, str], beat: Callable[[int], None]) -> list[dict]:
+                prompts: dict[str, str], beat: Callable[[int], None], replies: dict[str, str] | None = None
+                ) -> list[dict]:
     """Score every item's answer; each row is appended to eval/items.jsonl (rewritten from the start: a judged
-    item comes from the judge cache) as soon as it is scored, and ``beat(n)`` is called with the rows so far."""
+    item comes from the judge cache) as soon as it is scored, and ``beat(n)`` is called with the rows so far.
+    ``replies``: a local judge model's reply to each item's message by item id (eval.judge.model_path), parsed
+    here instead of asking the endpoint."""
     from belle.score.belle_judge import TEMPLATE_VERSION, judge_message
     from belle.score.rules import rule, unscorable
 
@@ -75,6 +78,15 @@ def score_items(settings: EvalConfig, run_dir: Path, items: list[EvalItem], answ
                 score = None if why else rule(settings.rule)(answers[item.id], item.reference)
                 keep(index, {"score": score, "scorer": f"rule:{settings.rule}", "status": "unscorable" if why else
                              "scored", "error": why, "attempts": 0})
+        elif replies is not None:
+            from belle.score.belle_judge import parse_score
+
+            for index, item in enumerate(items):
+                score = parse_score(replies[item.id])
+                keep(index, {"score": score, "scorer": f"judge:{settings.judge.model_path}:{TEMPLATE_VERSION}",
+                             "status": "scored" if score is not None else "judge_unparsed",
+                             "judge_reply": replies[item.id], "error": None, "attempts": 1, "cached": False,
+                             "judge_model": settings.judge.model_path})
         else:
             judge = _judge(settings, run_dir)
             messages = [judge_message(prompts[item.key], item, answers[item.id]) for item in items]
@@ -99,8 +111,8 @@ def write_scores(settings: EvalConfig, run_dir: Path, rows: list[dict], produced
     scores = summarize(rows, boot=settings.boot, seed=settings.seed)
     reported = sorted({r["judge_model"] for r in rows if r.get("judge_model")})
     scores["scored_with"] = (
-        {"scorer": "judge", "judge_model": settings.judge.model, "judge_model_reported": reported,
-         "judge_url": settings.judge.url, "template": TEMPLATE_VERSION}
+        {"scorer": "judge", "judge_model": settings.judge.model or settings.judge.model_path,
+         "judge_model_reported": reported, "judge_url": settings.judge.url, "template": TEMPLATE_VERSION}
         if settings.scorer == "judge" else {"scorer": "rule", "rule": settings.rule})
     agreed = [r for r in rows if r.get("rule") and r["rule"]["score"] is not None and r["score"] is not None]
     if settings.scorer == "judge" and settings.agreement_rule:

@@ -157,3 +157,39 @@ def test_a_training_run_logs_the_eval_sets_score_beside_its_loss(train_recipe):
     assert all(0 <= line["eval_score"] <= 1 for line in scored)
     rows = (run_dir / "eval-steps" / "step-000004" / "eval" / "items.jsonl").read_text().splitlines()
     assert len(rows) == len(items)
+
+
+def test_a_local_judge_model_judges_on_the_jobs_own_workers(model_dir, eval_files, tmp_path, workers_env):
+    """eval.judge.model_path: the judge model answers every judge message on the workers; its replies are parsed
+    (a random model writes no score: every item is judge_unparsed, its reply kept, and the headline says so)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from belle.data.eval_set import read_eval, read_judge_prompts
+    from belle.data.prompts import question_prompts
+    from belle.model.tokenizer import tiny_tokenizer
+    from belle.recipes import recipe
+    from belle.score.belle_judge import judge_message
+
+    job = compose_job("method=eval", f"model.path={model_dir}", f"data.path={eval_files / 'eval_set.json'}",
+                      f"eval.prompts={eval_files / 'eval_prompt.json'}", f"eval.judge.model_path={model_dir}",
+                      "eval.judge.max_tokens=6", "strategy=zero2", "strategy.precision=fp32",
+                      "method.generate.max_new_tokens=8", "method.generate.batch=4")
+    spawn(recipe("eval").train, job, str(tmp_path), world=2)
+    scores, rows = _read(tmp_path)
+    assert scores["unscored"]["total"] == len(ITEMS) and {r["status"] for r in rows} == {"judge_unparsed"}
+    assert scores["scored_with"]["judge_model"] == str(model_dir)
+    # the first item's reply is the judge model's greedy answer to BELLE's message, as plain transformers gives it
+    items, _ = read_eval(eval_files / "eval_set.json", eval_files / "eval_prompt.json")
+    first = rows[0]
+    message = judge_message(read_judge_prompts(eval_files / "eval_prompt.json")[first["key"]],
+                            next(i for i in items if i.id == first["id"]), first["response"])
+    tokenizer = tiny_tokenizer()
+    ids = torch.tensor([question_prompts([("x", message, None, "x")], tokenizer, 10_000)[0].ids])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)[0, ids.shape[1]:]
+    tokens = out.tolist()
+    if tokenizer.eos_token_id in tokens:
+        tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
+    assert first["judge_reply"] == tokenizer.decode(tokens)

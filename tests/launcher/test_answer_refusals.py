@@ -25,7 +25,8 @@ def launch(cfg, tmp_path, workers_env):
      "set method.generate.num_samples=1"),
     (("method=eval",), "set eval.judge.url=http://HOST:PORT/v1 and eval.judge.model=NAME"),
     (("method=eval", "eval.judge.url=ftp://x", "eval.judge.model=m"), "set eval.judge.url=http://HOST:PORT/v1"),
-    (("method=eval", "eval.judge.model_path=/models/judge"), "serve the judge model"),
+    (("method=eval", "eval.judge.model_path=/models/judge", "eval.judge.url=http://h:1/v1"), "two judges"),
+    (("method=eval", "eval.judge.model_path=/models/judge"), "eval.judge.model_path=/models/judge has no config.json"),
     (("method=eval", "eval.judge.api_key_env=sk-abc123"), "export the key there"),
     (("method=eval", "eval=sample"), "method=eval reads its eval set from data.path"),
     (("eval=sample",), "set eval.judge.url=http://HOST:PORT/v1"),  # a training job's evaluation, refused up front
