@@ -102,19 +102,23 @@ def test_a_rerun_after_a_kill_answers_only_what_is_missing(first_run, tmp_path):
     assert shard.read_text().endswith("\n")  # the torn line is gone, the new rows follow whole ones
 
 
-def _early_finisher(job, gather: bool):
-    """Rank 0 stops after 2 new tokens, rank 1 goes on to 10, under ZeRO-3: both return (or the watchdog ends the
-    process: a hang)."""
+def _early_finisher(job, gather: bool, trained: bool):
+    """Rank 0 stops after 2 new tokens, rank 1 goes on to 10, under ZeRO-3, on a frozen engine or a trained one (a
+    PPO actor's): both return (or the watchdog ends the process: a hang)."""
     import torch.distributed as dist
 
     from belle.model.generate import Sampler
     from belle.model.load import load_tokenizer
-    from belle.strategy.engine import build_frozen, generating
+    from belle.strategy.engine import build_engine, build_frozen, generating
 
     timer = threading.Timer(120, os._exit, args=(3,))
     timer.start()
     rank = dist.get_rank()
-    engine = build_frozen(job.model, job.strategy, job.optim, attention="sdpa", world_size=2, seed=0)
+    if trained:
+        engine = build_engine(job.model, job.strategy, job.optim, None, attention="sdpa", world_size=2,
+                              total_steps=10, seed=0)
+    else:
+        engine = build_frozen(job.model, job.strategy, job.optim, attention="sdpa", world_size=2, seed=0)
     tokenizer = load_tokenizer(job.model)
     sampler = Sampler(tokenizer, temperature=0, top_p=1, max_new_tokens=2 if rank == 0 else 10, seed=0, rank=rank)
     prompts = [[5, 6, 7, 8], [9, 10]]
@@ -124,10 +128,11 @@ def _early_finisher(job, gather: bool):
     return [len(o) for o in out], synced_gpus
 
 
-@pytest.mark.parametrize("gather", [False, True], ids=["partitioned-lockstep", "gathered-hooks-off"])
-def test_zero3_ranks_that_finish_early_do_not_hang_the_others(job, workers_env, gather):
+@pytest.mark.parametrize("gather,trained", [(False, False), (True, False), (True, True)],
+                         ids=["partitioned-lockstep", "gathered-hooks-off", "trained-engine-gathered"])
+def test_zero3_ranks_that_finish_early_do_not_hang_the_others(job, workers_env, gather, trained):
     tiny = job("strategy=zero3", "strategy.precision=fp32", "monitor=off")
-    results = spawn(_early_finisher, tiny, gather, world=2)
+    results = spawn(_early_finisher, tiny, gather, trained, world=2)
     assert [lengths for lengths, _ in results] == [[2, 2], [10, 10]]
     assert all(synced is (not gather) for _, synced in results)
 
