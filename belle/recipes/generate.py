@@ -35,12 +35,13 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
 
     unread = sorted(key for key in command_line  # a group's choice (strategy=zero2) is read for what it sets
                     if "." in key and key.split(".")[0] in ("optim", "strategy", "train") and not key.startswith(READ))
-    require(not unread, f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by method=generate, "
+    name = job.method.name
+    require(not unread, f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by method={name}, "
                         "which trains nothing: remove it (method.generate.* sets how it answers)")
     require("data.pack" not in command_line,
-            "data.pack is not read by method=generate, which answers one prompt per call: remove it")
+            f"data.pack is not read by method={name}, which answers one prompt per call: remove it")
     require(not job.launcher.prepare,
-            "launcher.prepare=true builds a training data cache, but method=generate reads its prompts directly: "
+            f"launcher.prepare=true builds a training data cache, but method={name} reads its prompts directly: "
             "drop launcher.prepare; launcher.dry_run=true reads and checks them and plans the run")
     if job.method.generate.engine == "openai":  # the server answers: only the served model's tokenizer is read
         require(job.model.path is not None or job.model.tokenizer_path is not None,
