@@ -43,6 +43,23 @@ def export(
     return written
 
 
+def export_module(module, model: ModelConfig, lora: LoraConfig | None, tokenizer, state: dict, out_dir: Path,
+                  merge: bool = False) -> list[Path]:
+    """``export`` of a module that is not in a DeepSpeed engine (one process: ``state`` its full state dict, e.g.
+    read back from a checkpoint's ZeRO shards): the same folders, written and checked the same way."""
+    return _write(module, model.path, None if merge else lora, tokenizer, state, Path(out_dir).absolute(), None)
+
+
+def merge_adapter(base: str, adapter: str, tokenizer, out_dir: Path) -> Path:
+    """``base`` with the PEFT ``adapter`` merged in, written whole (staged, checked, then moved) to ``out_dir``."""
+    out_dir = Path(out_dir).absolute()
+    with staged_dir(out_dir) as staging:
+        _merge(base, Path(adapter), staging)
+        tokenizer.save_pretrained(staging)
+        _check_model(staging)
+    return out_dir
+
+
 def _gather(engine, frozen: bool) -> dict | None:
     """The full state dict of engine.module on rank 0 (None elsewhere); without frozen parameters unless ``frozen``."""
     import torch.distributed as dist

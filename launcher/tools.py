@@ -1,0 +1,113 @@
+"""``python -m launcher.tools merge_lora RUN_DIR_OR_ADAPTER --out DIR`` and ``python -m launcher.tools export RUN_DIR
+[--step N] --out DIR``: Hugging Face folders that plain transformers loads, from any run's adapter or checkpoint.
+
+merge_lora: the adapter (a run dir's export/adapter, its export, or an adapter folder) merged into the base its
+config names. export: a checkpoint (the latest intact one, or step N) read back from its ZeRO shards (ZeRO-2 or 3,
+full or LoRA; a PPO run's actor; a reward model with its adapters merged) and written as the end of training writes
+its export. Both write whole (a staged folder, checked, then moved) and fail in one line for a folder that is not
+what they need."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from belle import checkpoint, rundir
+
+
+def merge_lora(path: str, out: str) -> Path:
+    """The adapter at ``path`` merged into its base → the folder written."""
+    from transformers import AutoTokenizer
+
+    from belle.model.export import merge_adapter
+    from belle.model.load import TOKENIZER_FILES
+    from belle.model.source import model_source
+
+    source = model_source(path)
+    if source.adapter is None:
+        full = source.folder and (Path(source.folder) / "config.json").is_file()
+        raise ValueError(f"{path} holds {'a full model, which needs no merge' if full else 'no LoRA adapter'}: point "
+                         "at a LoRA run's dir, its export/ or an adapter folder (adapter_config.json)")
+    holder = next((f for f in (source.adapter, source.folder)
+                   if any((Path(f) / name).is_file() for name in TOKENIZER_FILES)), None)
+    if holder is None:
+        raise ValueError(f"neither the adapter {source.adapter} nor its base {source.folder} holds a tokenizer: copy "
+                         "the model's tokenizer files into the adapter folder")
+    return merge_adapter(source.folder, source.adapter, AutoTokenizer.from_pretrained(holder), Path(out))
+
+
+def _checkpoint(run_dir: Path, step: int | None) -> Path:
+    if not (run_dir / rundir.CONFIG).is_file():
+        raise ValueError(f"{run_dir} is not a run dir (no {rundir.CONFIG}): point at a run's directory")
+    if step is None:
+        folder = checkpoint.latest(run_dir)
+        if folder is None:
+            raise ValueError(f"{run_dir} holds no intact checkpoint: train with train.save_every set, or pass its "
+                             "export/ to merge_lora")
+        return folder
+    folder = run_dir / rundir.CHECKPOINTS / f"step-{step:06d}"
+    if not folder.is_dir():
+        steps = sorted(p.name for p in (run_dir / rundir.CHECKPOINTS).glob("step-*"))
+        raise ValueError(f"{run_dir} has no checkpoint of step {step}: choose one of {', '.join(steps) or 'none'}")
+    return folder
+
+
+def export(run_dir: str, step: int | None, out: str) -> list[Path]:
+    """The run's checkpoint (``step``, else the latest intact one) as a Hugging Face folder → the folders written."""
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from belle.model.export import export_module
+    from belle.model.heads import CAUSAL_LM, SCORE
+    from belle.model.load import build_model, load_tokenizer
+    from belle.model.lora import apply_lora
+    from belle.strategy.engine import DTYPES
+    from belle.train.state import CHECKPOINT_TAG
+    from launcher.compose import load_job
+
+    folder = Path(run_dir).expanduser()
+    found = _checkpoint(folder, step)
+    job = load_job(folder)
+    model, task = job.model, SCORE if job.method.name == "rm" else CAUSAL_LM
+    if (found / "actor").is_dir():  # a PPO checkpoint: the actor is what a run exports
+        from belle.config.ppo import role_model
+
+        found, model = found / "actor", role_model(job, "actor")
+    state = get_fp32_state_dict_from_zero_checkpoint(str(found), tag=CHECKPOINT_TAG)
+    net = build_model(model, "sdpa", dtype=getattr(torch, DTYPES[job.strategy.precision]), seed=job.train.seed,
+                      task=task)  # in the training precision, as the end of training exports
+    if job.method.lora is not None:
+        net = apply_lora(net, job.method.lora, task)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    trained = {name for name, p in net.named_parameters() if p.requires_grad}
+    if unexpected or trained & set(missing):
+        raise ValueError(f"{found} does not hold this run's model: {len(unexpected)} unexpected and "
+                         f"{len(trained & set(missing))} missing trained weights (e.g. {(unexpected or missing)[0]})")
+    return export_module(net, model, job.method.lora, load_tokenizer(model), net.state_dict(), Path(out),
+                         merge=task == SCORE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.tools", description=__doc__.split("\n\n")[0])
+    tools = parser.add_subparsers(dest="tool", required=True)
+    merging = tools.add_parser("merge_lora", help="an adapter merged into its base")
+    merging.add_argument("path", help="a run dir, its export/, or an adapter folder")
+    merging.add_argument("--out", required=True)
+    exporting = tools.add_parser("export", help="a run's checkpoint as a Hugging Face folder")
+    exporting.add_argument("run_dir")
+    exporting.add_argument("--step", type=int, help="the checkpoint's step (default: the latest intact one)")
+    exporting.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        written = [merge_lora(args.path, args.out)] if args.tool == "merge_lora" else export(args.run_dir, args.step,
+                                                                                              args.out)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("written: " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
