@@ -28,7 +28,9 @@ def _same_weights(a, b) -> None:
 @pytest.mark.parametrize("overrides,folders", [
     (("train.max_steps=3", "optim.warmup_steps=0"), ("adapter/adapter_model.safetensors", "base/model.safetensors")),
     (("method=sft", "strategy=zero2", "train.max_steps=2", "optim.warmup_steps=0"), ("model.safetensors",)),
-], ids=["lora-zero3", "full-zero2"])
+    (("method=rm_lora", "data=sample_preference", "data.pack=false", "train.max_steps=2", "optim.warmup_steps=0"),
+     ("model.safetensors",)),
+], ids=["lora-zero3", "full-zero2", "reward-model-lora-merged"])
 def test_export_rebuilds_the_runs_own_export_from_its_checkpoint(train_recipe, tmp_path, overrides, folders):
     run_dir = _trained(train_recipe, *overrides)
     assert main(["export", str(run_dir), "--out", str(tmp_path / "again")]) == 0
