@@ -103,7 +103,7 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     from belle.generation.local_judge import judge_locally
     from belle.heartbeat import Heartbeat
     from belle.model.load import load_tokenizer
-    from belle.monitor.metrics import MetricsLog
+    from belle.monitor.metrics import MetricsLog, read_metrics
     from belle.monitor.wandb_run import start_wandb
     from belle.score.belle_judge import judge_message
     from belle.score.evaluation import eval_set_hash, headline, score_items, write_scores
@@ -134,10 +134,10 @@ def train(job: JobConfig, run_dir: Path) -> dict:
     produced = {"model": rows[0]["model"], "generation": rows[0]["sampling"], "data": job.data.name,
                 "eval_set": job.data.path, "eval_set_sha256": eval_set_hash(job.data.path)}
     scores = write_scores(job.eval, run_dir, scored, produced)
-    record = {"step": done.step + len(items), "score": scores["score"]["mean"],
-              "score_wo_others": scores["score_wo_others"]["mean"], "unscored": scores["unscored"]["total"],
-              "answers": len(rows)}
-    MetricsLog(run_dir, resume_step=done.step).log(record)
+    last = max((r.get("step", 0) for r in read_metrics(run_dir)), default=0)  # the answers' (and judge's) batches
+    record = {"step": last + 1, "score": scores["score"]["mean"], "score_wo_others": scores["score_wo_others"]["mean"],
+              "unscored": scores["unscored"]["total"], "answers": len(rows)}
+    MetricsLog(run_dir, resume_step=last).log(record)
     wandb = start_wandb(job.monitor, run_dir, job.launcher.name, job_dict(job), resume_step=None)
     if wandb:
         by_category = {f"score/{c}": v["mean"] for c, v in scores["by_category"].items()}
