@@ -128,17 +128,18 @@ class OpenAIServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             reply = self.script(handler.path, body, n)
-            if (reply.delay_s and self._closing.wait(reply.delay_s)) or reply.drop:
-                handler.close_connection = True
-                return
-            data = reply.raw if reply.raw is not None else json.dumps(reply.json, ensure_ascii=False).encode()
-            handler.send_response(reply.status)
-            handler.send_header("Content-Type", "application/json" if reply.raw is None else "text/plain")
-            handler.send_header("Content-Length", str(len(data)))
-            for name, value in reply.headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(data)
-        finally:
+            stopped = bool(reply.delay_s) and self._closing.wait(reply.delay_s)
+        finally:  # answered from here on: the client may send its next request before this thread is done writing
             with self._lock:
                 self.in_flight -= 1
+        if stopped or reply.drop:
+            handler.close_connection = True
+            return
+        data = reply.raw if reply.raw is not None else json.dumps(reply.json, ensure_ascii=False).encode()
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", "application/json" if reply.raw is None else "text/plain")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)

@@ -26,7 +26,7 @@ def parse(reply: str) -> float | None:
 def endpoint(server: OpenAIServer, **options) -> Endpoint:
     """An endpoint with test-sized timeouts and backoff; ``sleeps`` (a list) records every wait instead of sleeping."""
     sleeps = options.pop("sleeps", None)
-    options = {"timeout_s": 0.3, "max_attempts": 4, "backoff_s": 0.01, "backoff_cap_s": 0.05, **options}
+    options = {"timeout_s": 2.0, "max_attempts": 4, "backoff_s": 0.01, "backoff_cap_s": 0.05, **options}
     if sleeps is not None:
         options["sleep"] = sleeps.append
     return Endpoint(server.url, **options)
