@@ -3,9 +3,9 @@
 
 merge_lora: the adapter (a run dir's export/adapter, its export, or an adapter folder) merged into the base its
 config names. export: a checkpoint (the latest intact one, or step N) read back from its ZeRO shards (ZeRO-2 or 3,
-full or LoRA; a PPO run's actor; a reward model with its adapters merged) and written as the end of training writes
-its export. Both write whole (a staged folder, checked, then moved) and fail in one line for a folder that is not
-what they need."""
+full or LoRA; a PPO run's actor; a reward model with its adapters merged: belle.train.checkpoint_export) and
+written as the end of training writes its export. Both write whole (a staged folder, checked, then moved) and
+fail in one line for a folder that is not what they need."""
 
 from __future__ import annotations
 
@@ -54,38 +54,14 @@ def _checkpoint(run_dir: Path, step: int | None) -> Path:
 
 
 def export(run_dir: str, step: int | None, out: str) -> list[Path]:
-    """The run's checkpoint (``step``, else the latest intact one) as a Hugging Face folder → the folders written."""
-    import torch
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    from belle.model.export import export_module
-    from belle.model.heads import CAUSAL_LM, SCORE
-    from belle.model.load import build_model, load_tokenizer
-    from belle.model.lora import apply_lora
-    from belle.strategy.engine import DTYPES
-    from belle.train.state import CHECKPOINT_TAG
+    """The run's checkpoint (``step``, else the latest intact one) as a Hugging Face folder → the folders written
+    (belle.train.checkpoint_export)."""
+    from belle.train.checkpoint_export import export_checkpoint
     from launcher.compose import load_job
 
     folder = Path(run_dir).expanduser()
     found = _checkpoint(folder, step)
-    job = load_job(folder)
-    model, task = job.model, SCORE if job.method.name == "rm" else CAUSAL_LM
-    if (found / "actor").is_dir():  # a PPO checkpoint: the actor is what a run exports
-        from belle.config.ppo import role_model
-
-        found, model = found / "actor", role_model(job, "actor")
-    state = get_fp32_state_dict_from_zero_checkpoint(str(found), tag=CHECKPOINT_TAG)
-    net = build_model(model, "sdpa", dtype=getattr(torch, DTYPES[job.strategy.precision]), seed=job.train.seed,
-                      task=task)  # in the training precision, as the end of training exports
-    if job.method.lora is not None:
-        net = apply_lora(net, job.method.lora, task)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    trained = {name for name, p in net.named_parameters() if p.requires_grad}
-    if unexpected or trained & set(missing):
-        raise ValueError(f"{found} does not hold this run's model: {len(unexpected)} unexpected and "
-                         f"{len(trained & set(missing))} missing trained weights (e.g. {(unexpected or missing)[0]})")
-    return export_module(net, model, job.method.lora, load_tokenizer(model), net.state_dict(), Path(out),
-                         merge=task == SCORE)
+    return export_checkpoint(load_job(folder), found, Path(out))
 
 
 def main(argv: list[str] | None = None) -> int:
