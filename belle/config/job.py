@@ -145,6 +145,11 @@ class JobConfig:
         """method=eval reads its eval section with data.path and method.generate; a training job of a causal LM
         may carry one (with eval.data) to evaluate its export when it completes; no other job reads one."""
         e, name = self.eval, self.method.name
+        answering = self.method.generate if name == "eval" else e and e.generate
+        key = "method.generate" if name == "eval" else "eval.generate"
+        require(answering is None or answering.num_samples == 1,
+                f"{key}.num_samples={answering and answering.num_samples}: an evaluation scores one answer per item: "
+                f"set {key}.num_samples=1")
         if name == "eval":
             require(e is not None, "method.name=eval needs its eval section: set method=eval")
             require(e.data is None and e.generate is None,
@@ -157,6 +162,9 @@ class JobConfig:
             require(e.data is not None,
                     "the eval section of a training job evaluates its export on eval.data: set eval.data=<an eval "
                     "set in BELLE's format> (or eval=sample for the bundled stand-in)")
+        require(self.train.eval_generate_every is None or e is None or e.generate is None
+                or e.generate.engine == "hf",
+                "train.eval_generate_every answers with the model being trained: set eval.generate.engine=hf")
         require(self.train.eval_generate_every is None or (e is not None and name in SCORED_WHILE_TRAINING),
                 f"train.eval_generate_every scores the eval section's set while {name} trains, but "
                 + (f"method.name={name} does not answer prompts while it trains: set train.eval_generate_every=null"

@@ -26,13 +26,10 @@ ITEM_COLUMNS = ("id", "class", "category", "score", "status", "question", "refer
 
 
 def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
-    """What method=generate refuses, one answer per item, and the eval set and its judge prompts read (every class
+    """What method=generate refuses, and the eval set and its judge prompts read (every class
     of the set must have a prompt, the bundled prompts only judge the bundled set): refused here, before anything
     starts."""
     generate.check(job, command_line, run_dir)
-    require(job.method.generate.num_samples == 1,
-            f"method.generate.num_samples={job.method.generate.num_samples}: an evaluation scores one answer per item:"
-            " set method.generate.num_samples=1")
     e = job.eval
     if not job.launcher.dry_run:
         require(e.missing() is None, e.missing())

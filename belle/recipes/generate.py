@@ -22,9 +22,10 @@ KIND = "spmd"
 FORMATS = ("prompt", "sft")
 SUMMARY = {"answers": "answers", "tokens_per_s": "tokens_per_s"}
 """summary.json key → the metrics.jsonl key whose last logged value it holds."""
-READ = ("model", "data", "method.generate", "strategy.zero_stage", "strategy.precision", "cluster", "monitor",
-        "launcher", "train.seed", "train.hang_timeout_s", "train.hang_first_step_s")
-"""The config a generation job reads; keys set on the command line outside these are refused."""
+READ = ("strategy.zero_stage", "strategy.precision", "strategy.offload_params", "train.seed", "train.hang_timeout_s",
+        "train.hang_first_step_s")
+"""The keys of the training sections (optim, strategy, train) a generation job reads: the engine it answers with,
+the seed of a randomly initialised model, the hang watchdog; others set on the command line are refused."""
 
 
 def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
@@ -34,7 +35,7 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
     from belle.model.architecture import check_model_path
 
     unread = sorted(key for key in command_line  # a group's choice (strategy=zero2) is read for what it sets
-                    if "." in key and key.split(".")[0] in ("optim", "strategy", "train") and not key.startswith(READ))
+                    if "." in key and key.split(".")[0] in ("optim", "strategy", "train") and key not in READ)
     name = job.method.name
     require(not unread, f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by method={name}, "
                         "which trains nothing: remove it (method.generate.* sets how it answers)")

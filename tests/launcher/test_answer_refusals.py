@@ -23,6 +23,10 @@ def launch(cfg, tmp_path, workers_env):
     (("method=generate", "data=sample_preference"), "set data=sample_prompts"),
     (("method=eval", "method.generate.num_samples=2", "method.generate.temperature=0.7"),
      "set method.generate.num_samples=1"),
+    (("eval=sample", "eval.judge.url=http://h:1/v1", "eval.judge.model=m", "eval.generate.num_samples=2",
+      "eval.generate.temperature=0.7"), "set eval.generate.num_samples=1"),  # before the training, not after it
+    (("eval=sample", "eval.scorer=rule", "train.eval_generate_every=5", "eval.generate.engine=openai",
+      "eval.generate.url=http://h:1/v1", "eval.generate.served_model=m"), "set eval.generate.engine=hf"),
     (("method=eval",), "set eval.judge.url=http://HOST:PORT/v1 and eval.judge.model=NAME"),
     (("method=eval", "eval.judge.url=ftp://x", "eval.judge.model=m"), "set eval.judge.url=http://HOST:PORT/v1"),
     (("method=eval", "eval.judge.model_path=/models/judge", "eval.judge.url=http://h:1/v1"), "two judges"),
