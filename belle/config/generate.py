@@ -5,21 +5,18 @@ from dataclasses import dataclass
 
 from belle.config._checks import one_of, positive, require
 
-ENGINES = ("hf", "openai")
-"""Engines that answer prompts: hf (Hugging Face generate on the job's workers, under ZeRO-3 in lockstep), openai
-(an OpenAI-compatible server, e.g. `vllm serve` or sglang in an environment of its own)."""
-PLANNED_ENGINES = {
-    "vllm": "vLLM in-process needs a vLLM that accepts the installed torch and transformers; serve the model with "
-            "`vllm serve DIR` in its own environment and use method.generate.engine=openai",
-}
-"""Engines named by users that this build refuses, and what they would need."""
+ENGINES = ("hf", "vllm", "openai")
+"""Engines that answer prompts: hf (Hugging Face generate on the job's workers, under ZeRO-3 in lockstep), vllm
+(vLLM on each worker, where the installed vLLM accepts the installed torch), openai (an OpenAI-compatible server,
+e.g. `vllm serve` or sglang in an environment of its own)."""
 
 
 @dataclass
 class GenerateConfig:
     engine: str = "hf"
-    """hf: Hugging Face generate on the job's workers (data-parallel; ZeRO-3 in lockstep); openai: the server at
-    ``url`` answers, sent the prompts' token ids by model.path's tokenizer (the served model's)."""
+    """hf: Hugging Face generate on the job's workers (data-parallel; ZeRO-3 in lockstep); vllm: a vLLM engine on
+    each worker (the whole model on its GPU; continuous batching); openai: the server at ``url`` answers, sent the
+    prompts' token ids by model.path's tokenizer (the served model's)."""
     temperature: float = 0.0
     """0 is greedy (BELLE's papers answer at 0.001, which is greedy in effect); > 0 samples."""
     top_p: float = 1.0
@@ -29,7 +26,8 @@ class GenerateConfig:
     num_samples: int = 1
     """Answers per prompt (temperature > 0: greedy answers would be the same)."""
     batch: int = 8
-    """Prompts per generate call on each worker, grouped by length (left-padded to the longest)."""
+    """hf: prompts per generate call on each worker, grouped by length (left-padded to the longest); vllm: sequences
+    in flight per worker (vLLM's max_num_seqs)."""
     seed: int = 0
     """Seed of the sampling; a batch's RNG is reseeded from (seed, worker, batch), recorded in every row."""
     url: str | None = None
@@ -45,17 +43,20 @@ class GenerateConfig:
     408/409/429/5xx, with jittered backoff honouring Retry-After); a request that fails max_attempts times fails
     the run, and a rerun answers what is missing."""
     max_attempts: int = 6
+    gpu_memory_utilization: float | None = None
+    """engine=vllm: the share of each GPU vLLM takes for weights and KV cache (unset: 0.9); on CPU workers the KV
+    cache is sized for ``batch`` sequences at full length instead."""
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def memory_fraction(self) -> float:
+        """engine=vllm: the share of each GPU it takes."""
+        return 0.9 if self.gpu_memory_utilization is None else self.gpu_memory_utilization
+
     def __post_init__(self) -> None:
-        if self.engine in PLANNED_ENGINES:
-            raise ValueError(
-                f"method.generate.engine={self.engine} is not available in this build ({PLANNED_ENGINES[self.engine]})"
-                ": set method.generate.engine=hf"
-            )
         one_of("method.generate.engine", self.engine, ENGINES)
         require(math.isfinite(self.temperature) and self.temperature >= 0,
                 f"method.generate.temperature={self.temperature} must be >= 0 (0: greedy): set "
@@ -81,6 +82,14 @@ class GenerateConfig:
             require(self.url is None and self.served_model is None,
                     "method.generate.url/served_model are read by engine=openai only: set method.generate.engine="
                     "openai, or remove them")
+        if self.engine == "vllm":
+            require(self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+                    f"method.generate.gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]: set "
+                    "method.generate.gpu_memory_utilization=0.9")
+        else:
+            require(self.gpu_memory_utilization is None,
+                    "method.generate.gpu_memory_utilization is read by engine=vllm only: set "
+                    "method.generate.engine=vllm, or remove it")
         require(not (self.greedy and self.top_p < 1),
                 f"method.generate.top_p={self.top_p} shapes sampling, but temperature 0 is greedy: set "
                 "method.generate.temperature=0.7 or method.generate.top_p=1")

@@ -89,6 +89,9 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
     if g.engine == "openai":  # one request per unit: a "batch" of the progress line is one answer
         result = answer_remote(run_dir, g, by_id, open_units, rank=rank, world=world, tokenizer=tokenizer,
                                describe=describe, after_batch=after_batch, folder=rows_dir)
+    elif g.engine == "vllm":  # continuous batching: a "batch" of the progress line is method.generate.batch rows
+        result = _answer_vllm(job, run_dir, by_id, open_units, rank=rank, world=world, tokenizer=tokenizer,
+                              on_gpu=on_gpu, describe=describe, after_batch=after_batch, folder=rows_dir)
     else:
         engine = build_frozen(job.model, job.strategy, job.optim, attention=worker_attention(job, on_gpu, rank, world),
                               world_size=world, seed=job.train.seed)
@@ -116,3 +119,28 @@ def generate_all(job: JobConfig, run_dir: Path, prompts: list[Prompt], tokenizer
         print(f"generations: {written} rows → {rows_dir / rundir.GENERATIONS} ({rows} answered now, {len(done)} "
               f"before; {tokens} tokens in {wall:.1f} s)", flush=True)
     return Generated(False, written, step)
+
+
+def _answer_vllm(job: JobConfig, run_dir: Path, prompts: dict[str, Prompt], units: list, *, rank: int, world: int,
+                 tokenizer, on_gpu: bool, describe, after_batch, folder: Path):
+    """This rank's share answered by a vLLM engine of its own, shut down before the merge."""
+    import gc
+
+    from belle.generation.vllm_engine import answer_vllm, build_llm
+    from belle.model.memory import kv_cache_bytes
+    from belle.model.source import model_source
+    from belle.strategy.engine import DTYPES
+
+    g, source = job.method.generate, model_source(job.model.path)
+    longest = job.data.max_length + g.max_new_tokens
+    width = 4 if DTYPES[job.strategy.precision] == "float32" else 2
+    llm = build_llm(source, precision=job.strategy.precision, max_model_len=longest, batch=g.batch,
+                    memory_fraction=g.memory_fraction, kv_cache_gib=kv_cache_bytes(job.model, g.batch, longest, width)
+                    / 2**30, seed=g.seed, on_gpu=on_gpu)
+    try:
+        return answer_vllm(run_dir, llm, source, g, prompts, units, rank=rank, world=world, tokenizer=tokenizer,
+                           describe=describe, after_batch=after_batch, folder=folder)
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()

@@ -26,6 +26,8 @@ READ = ("strategy.zero_stage", "strategy.precision", "strategy.offload_params", 
         "train.hang_first_step_s")
 """The keys of the training sections (optim, strategy, train) a generation job reads: the engine it answers with,
 the seed of a randomly initialised model, the hang watchdog; others set on the command line are refused."""
+READ_VLLM = ("strategy.precision", "train.hang_timeout_s", "train.hang_first_step_s")
+"""What engine=vllm reads of them: it holds the whole model on each worker and loads it from model.path."""
 
 
 def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
@@ -34,22 +36,36 @@ def check(job: JobConfig, command_line: set[str], run_dir: Path) -> None:
     the served model's tokenizer."""
     from belle.model.architecture import check_model_path
 
+    engine = job.method.generate.engine
+    read = READ_VLLM if engine == "vllm" else READ
     unread = sorted(key for key in command_line  # a group's choice (strategy=zero2) is read for what it sets
-                    if "." in key and key.split(".")[0] in ("optim", "strategy", "train") and key not in READ)
+                    if "." in key and key.split(".")[0] in ("optim", "strategy", "train") and key not in read)
     name = job.method.name
-    require(not unread, f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by method={name}, "
-                        "which trains nothing: remove it (method.generate.* sets how it answers)")
+    require(not unread, f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read by method={name}"
+                        f"{' with engine=vllm' if engine == 'vllm' else ''}, which trains nothing: remove it "
+                        "(method.generate.* sets how it answers)")
     require("data.pack" not in command_line,
             f"data.pack is not read by method={name}, which answers one prompt per call: remove it")
     require(not job.launcher.prepare,
             f"launcher.prepare=true builds a training data cache, but method={name} reads its prompts directly: "
             "drop launcher.prepare; launcher.dry_run=true reads and checks them and plans the run")
-    if job.method.generate.engine == "openai":  # the server answers: only the served model's tokenizer is read
+    if engine == "openai":  # the server answers: only the served model's tokenizer is read
         require(job.model.path is not None or job.model.tokenizer_path is not None,
                 "method.generate.engine=openai sends the prompts as token ids: set model.tokenizer_path=<the served "
                 "model's folder> (or model.path)")
-    elif not job.launcher.dry_run:
+        return
+    if engine == "vllm":
+        require(job.model.path is not None,
+                "method.generate.engine=vllm loads the model from a folder: set model.path=DIR (a model, an adapter "
+                "or a run dir), or method.generate.engine=hf to answer with the randomly initialised model")
+    if not job.launcher.dry_run:
         check_model_path(job.model, adapters=True)
+        if engine == "vllm":
+            from belle.generation.vllm_engine import adapter_refusal, unavailable
+            from belle.model.source import model_source
+
+            reason = unavailable() or adapter_refusal(model_source(job.model.path))
+            require(reason is None, f"method.generate.engine=vllm cannot answer here: {reason}")
 
 
 def read(job: JobConfig, tokenizer) -> list:
@@ -79,11 +95,12 @@ def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
     units = facts.num_samples * g.num_samples if facts.num_samples else None
     batches = math.ceil(math.ceil(units / c.world_size) / g.batch) if units else None
     width = 2 if DTYPES[s.precision] != "float32" else 4
-    weights = anatomy(m).total_params * width / (c.world_size if s.zero_stage == 3 else 1)
+    partitioned = s.zero_stage == 3 and g.engine == "hf"  # vLLM holds the whole model on each worker
+    weights = anatomy(m).total_params * width / (c.world_size if partitioned else 1)
     longest = job.data.max_length + g.max_new_tokens  # a batch is as long as its longest prompt and answer
     kv = kv_cache_bytes(m, g.batch, longest, width)
     how = "greedy" if g.greedy else f"sampled at temperature {g.temperature}, top_p {g.top_p}, seed {g.seed}"
-    lockstep = " in lockstep (ZeRO-3, weights partitioned)" if s.zero_stage == 3 and c.world_size > 1 else ""
+    lockstep = " in lockstep (ZeRO-3, weights partitioned)" if partitioned and c.world_size > 1 else ""
     section = {
         "engine": g.engine, "prompts": facts.num_samples, "samples_per_prompt": g.num_samples, "answers": units,
         "max_new_tokens": g.max_new_tokens, "tokens_to_generate_max": units and units * g.max_new_tokens,
@@ -104,14 +121,29 @@ def plan(job: JobConfig, facts: DataFacts, warnings: list[str]) -> RecipePlan:
                                 "worker"]
         return RecipePlan(recipe, None, None, {"generate": section}, lines)
     needed = (weights + kv) / GIB + OVERHEAD_GIB
-    if c.use_gpu and needed > gpu_memory_gib(job):
+    if g.engine == "vllm":
+        from belle.generation.vllm_engine import unavailable
+
+        section["gpu_memory_utilization"] = g.memory_fraction
+        if c.use_gpu and needed > g.memory_fraction * gpu_memory_gib(job):
+            raise ValueError(
+                f"engine=vllm holds the whole model on each GPU: about {needed:.1f} GiB (weights {weights / GIB:.1f},"
+                f" KV cache {kv / GIB:.1f} for {g.batch} x {longest} tokens) but it may take "
+                f"{g.memory_fraction:g} of a {c.gpu_type}'s {gpu_memory_gib(job):g}: lower method.generate.batch "
+                f"(now {g.batch}), or set method.generate.engine=hf strategy=zero3 to partition the weights")
+        if reason := unavailable():
+            warnings.append(f"method.generate.engine=vllm cannot run in this environment: {reason}")
+    elif c.use_gpu and needed > gpu_memory_gib(job):
         raise ValueError(
             f"generating takes about {needed:.1f} GiB per GPU (weights {weights / GIB:.1f}, "
             f"KV cache {kv / GIB:.1f} for {g.batch} x {longest} tokens) but a {c.gpu_type} has {gpu_memory_gib(job):g}"
             f": lower method.generate.batch (now {g.batch})" + ("" if s.zero_stage == 3 else " or set strategy=zero3"))
+    per_call = (f"{g.batch} sequences in flight per worker (vLLM continuous batching), {_n(batches)} progress steps "
+                "per worker" if g.engine == "vllm" else
+                f"{g.batch} prompts per worker per call, {_n(batches)} per worker{lockstep}")
     lines = [
         generate_line,
-        f"  batches    {g.batch} prompts per worker per call, {_n(batches)} per worker{lockstep}",
+        f"  batches    {per_call}",
         f"  memory     {(weights + kv) / GIB:.2f} GiB per {'GPU' if c.use_gpu else 'worker'}: weights "
         f"{weights / GIB:.2f}, KV cache {kv / GIB:.2f} ({g.batch} x {longest} tokens)",
     ]

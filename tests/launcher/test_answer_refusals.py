@@ -16,7 +16,11 @@ def launch(cfg, tmp_path, workers_env):
     (("method=generate", "method.generate.num_samples=4"), "set method.generate.temperature=0.7 or "
                                                             "method.generate.num_samples=1"),
     (("method=generate", "method.generate.top_p=0.9"), "temperature 0 is greedy"),
-    (("method=generate", "method.generate.engine=vllm"), "use method.generate.engine=openai"),
+    (("method=generate", "method.generate.engine=vllm"), "engine=vllm loads the model from a folder: set model.path"),
+    (("method=generate", "method.generate.gpu_memory_utilization=0.5"), "read by engine=vllm only"),
+    (("method=generate", "method.generate.engine=vllm", "model=llama_7b", "model.path=/models/7b",
+      "launcher.dry_run=true", "cluster.gpus_per_node=1", "strategy.precision=bf16", "method.generate.batch=256"),
+     "or set method.generate.engine=hf strategy=zero3 to partition the weights"),
     (("method=generate", "method.generate.engine=openai"), "set method.generate.url=http://HOST:PORT/v1"),
     (("method=generate", "method.generate.url=http://h:1/v1"), "read by engine=openai only"),
     (("method=generate", "method.generate.max_new_tokens=2000"), "exceed model.max_position_embeddings=1024"),
@@ -82,3 +86,15 @@ def test_keys_a_generation_never_reads_are_refused_on_the_command_line(cli):
     done = cli("method=generate", "optim.lr=1e-4", "launcher.dry_run=true")
     assert done.returncode == 2
     assert "optim.lr is not read by method=generate" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_engine_vllm_reads_no_zero_stage(tmp_path):
+    from composed import compose_job
+
+    from belle.recipes import recipe
+
+    job = compose_job("method=generate", "method.generate.engine=vllm", "model.path=/models/x",
+                      "launcher.dry_run=true")
+    recipe("generate").check(job, {"strategy.precision"}, tmp_path)
+    with pytest.raises(ValueError, match=r"^strategy.zero_stage is not read by method=generate with engine=vllm, "):
+        recipe("generate").check(job, {"strategy.zero_stage"}, tmp_path)
